@@ -1,0 +1,233 @@
+"""The Evaluator callback: collects per-image maps and scores during `trainer.test`, gathers them from
+every rank, drops the samples the distributed sampler repeated, and computes each class's metrics once.
+
+Results are written after every class, atomically, so a crash or a failing class loses nothing that
+was already computed; a class whose evaluation fails is named in `errors` with its cause.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from uad.callbacks.visualize import save_overlays
+from uad.metrics.functional import compute_metrics, ranking_metrics
+from uad.metrics.protocol import EvalProtocol
+from uad.results import build_results, print_table, write_results
+from uad.utils.io import write_text
+from uad.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Evaluator(Callback):
+    """Turns the test step's anomaly maps into per-class metrics, results files and logger entries."""
+
+    def __init__(
+        self,
+        protocol: EvalProtocol,
+        output_dir: str | Path | None = None,
+        run_info: dict[str, Any] | None = None,
+        map_dtype: torch.dtype = torch.float32,
+        overlays_per_class: int = 3,
+        print_table: bool = True,
+    ) -> None:
+        self.protocol = protocol
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.run_info = dict(run_info or {})
+        self.map_dtype = map_dtype
+        self.overlays_per_class = overlays_per_class
+        self.print_table = print_table
+        self.results: dict[str, Any] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._batches: list[dict[str, Any]] = []
+        self._overlays: dict[str, list[dict[str, Any]]] = {}
+
+    # -- collection -------------------------------------------------------------------------------
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
+        self.results = None
+
+    def on_test_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: dict,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        maps = self.protocol.maps_for_eval(outputs["anomaly_map"])  # (B, h, w) float32
+        scores = self.protocol.image_scores(maps)  # (B,)
+        masks = self.protocol.masks_for_eval(batch["mask"])  # (B, h, w) bool
+        self._batches.append(
+            {
+                "index": batch["index"].cpu(),
+                "score": scores.cpu(),
+                "label": torch.as_tensor(batch["label"]).cpu(),
+                "map": maps.to(self.map_dtype).cpu(),
+                "mask": masks.cpu(),
+                "class_name": list(batch["class_name"]),
+                "defect": list(batch["defect"]),
+                "path": list(batch["path"]),
+                "sample_key": list(batch["sample_key"]),
+            }
+        )
+        self._keep_overlays(batch, maps, masks)
+
+    def _keep_overlays(self, batch: dict, maps: torch.Tensor, masks: torch.Tensor) -> None:
+        """Keep a few images per class for the overlay PNGs: defective ones first, one good one."""
+        if self.overlays_per_class <= 0:
+            return
+        for i, name in enumerate(batch["class_name"]):
+            kept = self._overlays.setdefault(name, [])
+            label = int(batch["label"][i])
+            quota = 1 if label == 0 else self.overlays_per_class - 1
+            if sum(k["label"] == label for k in kept) >= quota:
+                continue
+            kept.append(
+                {
+                    "image": batch["image"][i].detach().float().cpu(),
+                    "map": maps[i].cpu(),
+                    "mask": masks[i].cpu(),
+                    "label": label,
+                    "defect": batch["defect"][i],
+                    "path": batch["path"][i],
+                }
+            )
+
+    def _gathered(self, trainer: Trainer) -> dict[str, Any]:
+        """All ranks' records, de-duplicated by dataset index and sorted by it."""
+        local = _concat(self._batches)
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            parts: list[Any] = [None] * trainer.world_size
+            dist.all_gather_object(parts, local)
+            local = _concat([p for p in parts if p])
+        if not local:
+            return {}
+        index = local["index"]
+        order = torch.argsort(index, stable=True)
+        sorted_index = index[order]
+        first = torch.ones_like(sorted_index, dtype=torch.bool)
+        first[1:] = sorted_index[1:] != sorted_index[:-1]
+        keep = order[first]
+        dropped = len(index) - len(keep)
+        if dropped:
+            log.info("evaluation: dropped %d samples repeated by the distributed sampler", dropped)
+        return {
+            k: (v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep.tolist()])
+            for k, v in local.items()
+        }
+
+    # -- computation ------------------------------------------------------------------------------
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        records = self._gathered(trainer)
+        if trainer.is_global_zero and records:
+            self.results = self.evaluate(records, trainer)
+            if self.print_table:
+                print_table(self.results)
+        self._reset()
+
+    def evaluate(self, records: dict[str, Any], trainer: Trainer | None = None) -> dict[str, Any]:
+        classes = list(dict.fromkeys(records["class_name"]))
+        per_class: dict[str, dict[str, float]] = {}
+        per_defect: dict[str, dict[str, Any]] = {}
+        counts: dict[str, dict[str, int]] = {}
+        errors: dict[str, str] = {}
+        if self.output_dir:
+            write_text(self.output_dir / "predictions.csv", _predictions_csv(records))
+        names = records["class_name"]
+        for name in classes:
+            sel = torch.tensor([n == name for n in names])
+            labels = records["label"][sel]
+            counts[name] = {"good": int((labels == 0).sum()), "defective": int((labels == 1).sum())}
+            try:
+                per_class[name] = compute_metrics(
+                    records["score"][sel],
+                    labels,
+                    records["map"][sel].float(),
+                    records["mask"][sel],
+                    fpr_limit=self.protocol.fpr_limit,
+                )
+                per_defect[name] = _per_defect(records, sel)
+            except Exception as err:  # one failing class must not lose the others
+                errors[name] = f"{type(err).__name__}: {err}"
+                log.error("evaluation of class '%s' failed:\n%s", name, traceback.format_exc())
+            results = build_results(
+                per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors
+            )
+            if self.output_dir:
+                write_results(self.output_dir, results)  # after every class: a crash keeps what is done
+        if self.output_dir and self._overlays:
+            save_overlays(self.output_dir / "overlays", self._overlays, records)
+        if trainer is not None:
+            _log_to_loggers(trainer, results)
+        return results
+
+
+def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    if not batches:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in batches[0].items():
+        if isinstance(value, torch.Tensor):
+            out[key] = torch.cat([b[key] for b in batches])
+        else:
+            out[key] = [item for b in batches for item in b[key]]
+    return out
+
+
+def _per_defect(records: dict[str, Any], sel: torch.Tensor) -> dict[str, Any]:
+    """Image AUROC of each defect type against the class's good images."""
+    defects = [d for d, s in zip(records["defect"], sel.tolist()) if s]
+    labels, scores = records["label"][sel], records["score"][sel]
+    out: dict[str, Any] = {}
+    for defect in sorted({d for d, y in zip(defects, labels.tolist()) if y == 1}):
+        pick = torch.tensor([d == defect or y == 0 for d, y in zip(defects, labels.tolist())])
+        n = sum(d == defect for d in defects)
+        out[defect] = {
+            "I-AUROC": ranking_metrics(scores[pick], labels[pick], f"defect '{defect}'")[0],
+            "count": n,
+        }
+    return out
+
+
+def _predictions_csv(records: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["index", "class", "defect", "label", "score", "path", "sample_key"])
+    for i in range(len(records["index"])):
+        writer.writerow(
+            [
+                int(records["index"][i]),
+                records["class_name"][i],
+                records["defect"][i],
+                int(records["label"][i]),
+                repr(float(records["score"][i])),
+                records["path"][i],
+                records["sample_key"][i],
+            ]
+        )
+    return buffer.getvalue()
+
+
+def _log_to_loggers(trainer: Trainer, results: dict[str, Any]) -> None:
+    flat = {}
+    for name, metrics in [*results["per_class"].items(), ("mean", results["mean"])]:
+        flat.update({f"test/{name}/{k}": v for k, v in metrics.items() if v is not None})
+    for logger in trainer.loggers:
+        logger.log_metrics(flat, step=trainer.global_step)
+        log_results = getattr(logger, "log_results_table", None)
+        if callable(log_results):
+            log_results(results)

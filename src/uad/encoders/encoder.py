@@ -1,0 +1,149 @@
+"""The frozen feature extractor every method wraps: a timm model cut at its last tap, always in eval mode."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, get_spec
+from uad.encoders.weights import (
+    EncoderWeightsError,
+    load_into,
+    match_keys,
+    package_weights_path,
+    read_state_dict,
+)
+
+
+class Encoder(nn.Module):
+    """Frozen multi-level feature extractor.
+
+    Input: images normalised with ImageNet mean/std (the data pipeline's convention); an encoder whose
+    weights expect other statistics (the EfficientNet-Lite family) re-normalises internally.
+    `forward` returns one tensor per tap: CNN maps (B, C, H, W), or ViT tokens (B, P + h*w, D) with the
+    P prefix tokens (cls, registers) first. `feature_maps` always returns maps.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        pretrained: bool = True,
+        weights: str | None = None,
+        taps: Sequence[int] | None = None,
+        input_size: int = 224,
+    ) -> None:
+        super().__init__()
+        self.spec: EncoderSpec = get_spec(name)
+        self.name = name
+        self.taps = tuple(int(t) for t in (taps if taps is not None else self.spec.taps))
+        self.input_size = int(input_size)
+        self.weights_source = "random init"
+        if self.spec.kind == "cnn":
+            self.net = self._build_cnn(pretrained, weights)
+            self.channels = list(self.net.feature_info.channels())
+            self.strides = list(self.net.feature_info.reduction())
+            self.num_prefix_tokens = 0
+        else:
+            self.net = self._build_vit(pretrained, weights)
+            self.channels = [self.net.embed_dim] * len(self.taps)
+            self.strides = [self.net.patch_embed.patch_size[0]] * len(self.taps)
+            self.num_prefix_tokens = self.net.num_prefix_tokens
+        scale = torch.tensor(IMAGENET_STD) / torch.tensor(self.spec.std)
+        shift = (torch.tensor(IMAGENET_MEAN) - torch.tensor(self.spec.mean)) / torch.tensor(self.spec.std)
+        self.register_buffer("in_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_shift", shift.view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    # -- construction -----------------------------------------------------------------------------
+
+    def _build_cnn(self, pretrained: bool, weights: str | None) -> nn.Module:
+        spec = self.spec
+        kwargs = {"features_only": True, "out_indices": self.taps}
+        if pretrained and weights is None and spec.package is None:
+            return self._from_hub(**kwargs)
+        net = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+        if pretrained or weights is not None:
+            path = weights if weights is not None else package_weights_path(spec)
+            with torch.device("meta"):
+                full = timm.create_model(spec.timm_name, pretrained=False)
+            state = match_keys(read_state_dict(path, spec), full, f"weights '{path}'")
+            load_into(net, state, f"weights '{path}'")
+            self.weights_source = str(path)
+        return net
+
+    def _build_vit(self, pretrained: bool, weights: str | None) -> nn.Module:
+        spec = self.spec
+        patch = 16 if "patch16" in spec.timm_name else 14
+        if self.input_size % patch:
+            raise ValueError(
+                f"backbone '{spec.name}' has {patch}-pixel patches; the input size {self.input_size} "
+                f"is not a multiple of {patch} (Dinomaly uses 392 = 28 x 14)"
+            )
+        if max(self.taps) >= (24 if "large" in spec.timm_name else 12):
+            raise ValueError(f"backbone.taps {self.taps} exceed the blocks of '{spec.name}'")
+        kwargs = {"img_size": self.input_size, "num_classes": 0}
+        if pretrained and weights is None:
+            net = self._from_hub(**kwargs)
+        else:
+            net = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+            if weights is not None:
+                from timm.models.vision_transformer import checkpoint_filter_fn
+
+                state = checkpoint_filter_fn(read_state_dict(weights, spec), net)
+                load_into(net, state, f"weights '{weights}'")
+                self.weights_source = str(weights)
+        net.blocks = net.blocks[: max(self.taps) + 1]  # the encoder runs only up to its last tap
+        net.norm = nn.Identity()
+        return net
+
+    def _from_hub(self, **kwargs) -> nn.Module:
+        try:
+            net = timm.create_model(self.spec.hub_name, pretrained=True, **kwargs)
+        except Exception as err:
+            from uad.encoders.weights import how_to_fix
+
+            raise EncoderWeightsError(
+                f"could not get pretrained weights for backbone '{self.spec.name}' ('{self.spec.hub_name}') "
+                f"from the timm hub: {type(err).__name__}: {err}. {how_to_fix(self.spec)}"
+            ) from err
+        self.weights_source = f"timm hub: {self.spec.hub_name}"
+        return net
+
+    # -- behaviour --------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Encoder:
+        """Stay in eval mode whatever Lightning asks: frozen BatchNorm statistics, no dropout."""
+        return super().train(False)
+
+    def grid_sizes(self, input_size: int | None = None) -> list[int]:
+        size = input_size or self.input_size
+        return [math.ceil(size / s) for s in self.strides]
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> list[Tensor]:
+        x = images * self.in_scale + self.in_shift
+        if self.spec.kind == "cnn":
+            return list(self.net(x))
+        net = self.net
+        x = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(x))))  # (B, P + h*w, D)
+        taps, outs = set(self.taps), []
+        for index, block in enumerate(net.blocks):
+            x = block(x)
+            if index in taps:
+                outs.append(x)
+        return outs
+
+    def tokens_to_map(self, tokens: Tensor) -> Tensor:
+        """(B, P + h*w, D) -> (B, D, h, w), dropping the prefix tokens."""
+        patches = tokens[:, self.num_prefix_tokens :]
+        side = math.isqrt(patches.shape[1])
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        feats = self(images)
+        return feats if self.spec.kind == "cnn" else [self.tokens_to_map(t) for t in feats]

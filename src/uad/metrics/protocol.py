@@ -1,0 +1,101 @@
+"""The evaluation protocol: how a method's anomaly map becomes the map and image score that are ranked.
+
+Each paper evaluates differently (resolution, smoothing, image-score rule); the protocol is
+configuration (`conf/protocol/`), recorded with every result, with one preset per paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SCORE_RULES = ("max", "avgpool_max", "topk_mean")
+
+
+def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
+    """Normalised 2-D Gaussian (kernel_size x kernel_size); kernel_size 0 means 2 * ceil(4 sigma) + 1."""
+    if kernel_size <= 0:
+        kernel_size = 2 * int(torch.ceil(torch.tensor(4.0 * sigma))) + 1
+    ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    g = torch.exp(-(ax**2) / (2 * sigma**2))
+    k = torch.outer(g, g)
+    return (k / k.sum()).float()
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """Input transform, mask binarisation and map post-processing of one paper's evaluation.
+
+    image_size / crop_size: resize then centre-crop of the input (crop None = no crop).
+    mask_threshold: masks are binarised at this fraction of their maximum at full size (0 = any value > 0).
+    eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
+    (align_corners=False), masks with nearest neighbour.
+    smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
+    smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4).
+    score: image score rule: "max"; "avgpool_max" (max of the score_kernel x score_kernel, stride-1
+    average-pooled map: UniAD, DualAD); "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
+    """
+
+    name: str = "default"
+    image_size: int = 224
+    crop_size: int | None = None
+    interpolation: str = "linear"
+    mask_threshold: float = 0.5
+    eval_size: int | None = None
+    smoothing_sigma: float = 0.0
+    smoothing_kernel: int = 0
+    score: str = "avgpool_max"
+    score_kernel: int = 16
+    score_ratio: float = 0.01
+    fpr_limit: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORE_RULES:
+            raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
+        if not 0.0 <= self.mask_threshold < 1.0:
+            raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
+        if not 0.0 < self.fpr_limit <= 1.0:
+            raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
+
+    @property
+    def input_size(self) -> int:
+        return self.crop_size or self.image_size
+
+    @property
+    def metric_size(self) -> int:
+        return self.eval_size or self.input_size
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def maps_for_eval(self, maps: Tensor) -> Tensor:
+        """(B, 1, H, W) maps at input resolution -> (B, h, w) float32 maps at the evaluation size."""
+        maps = maps.float()
+        size = self.metric_size
+        if maps.shape[-2:] != (size, size):
+            maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+        if self.smoothing_sigma > 0:
+            kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel).to(maps.device)
+            maps = F.conv2d(maps, kernel[None, None], padding=kernel.shape[-1] // 2)
+        return maps[:, 0]
+
+    def image_scores(self, maps: Tensor) -> Tensor:
+        """(B, h, w) evaluation maps -> (B,) image scores by the configured rule."""
+        if self.score == "max":
+            return maps.flatten(1).amax(1)
+        if self.score == "avgpool_max":
+            k = min(self.score_kernel, *maps.shape[-2:])
+            return F.avg_pool2d(maps[:, None], kernel_size=k, stride=1).flatten(1).amax(1)
+        flat = maps.flatten(1)
+        k = max(1, int(flat.shape[1] * self.score_ratio))
+        return torch.topk(flat, k, dim=1).values.mean(1)
+
+    def masks_for_eval(self, masks: Tensor) -> Tensor:
+        """(B, 1, H, W) binary masks at input resolution -> (B, h, w) bool at the evaluation size."""
+        size = self.metric_size
+        if masks.shape[-2:] != (size, size):
+            masks = F.interpolate(masks.float(), size=(size, size), mode="nearest")
+        return masks[:, 0] > 0

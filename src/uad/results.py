@@ -1,0 +1,167 @@
+"""The results files of a run: `results.json` (the stable format users' scripts read), `results.csv`
+and `results.md`, written atomically into the run directory, plus the rich table printed at the end.
+
+results.json, format "uad-results/1":
+  {
+    "format": "uad-results/1",
+    "metrics": ["I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO"],
+    "per_class": {class: {metric: value}},      # fractions in [0, 1]; null where undefined
+    "mean": {metric: value},                     # unweighted mean over the classes that have the metric
+    "per_defect": {class: {defect: {"I-AUROC": value, "count": n}}},
+    "counts": {class: {"good": n, "defective": n}},
+    "errors": {class: message},                  # classes whose evaluation failed, named with the cause
+    "protocol": {...},                           # the evaluation protocol (see uad.metrics.EvalProtocol)
+    "run": {"method": ..., "backbone": ..., "dataset": ..., "setting": ..., "seed": ...},
+    "extra": {...}                               # e.g. Real-IAD sample-level metrics
+  }
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from uad.metrics.functional import METRIC_NAMES
+from uad.utils.io import write_json, write_text
+
+FORMAT = "uad-results/1"
+
+
+def class_mean(per_class: Mapping[str, Mapping[str, float]], metrics=METRIC_NAMES) -> dict[str, float | None]:
+    """Unweighted mean over classes, as every paper reports; classes where a metric is NaN are skipped."""
+    mean: dict[str, float | None] = {}
+    for metric in metrics:
+        values = [v[metric] for v in per_class.values() if _finite(v.get(metric))]
+        mean[metric] = sum(values) / len(values) if values else None
+    return mean
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _clean(value: Any) -> Any:
+    """NaN becomes null so that results.json stays strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def build_results(
+    per_class: Mapping[str, Mapping[str, float]],
+    protocol: Mapping[str, Any],
+    run: Mapping[str, Any] | None = None,
+    per_defect: Mapping[str, Any] | None = None,
+    counts: Mapping[str, Any] | None = None,
+    errors: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return _clean(
+        {
+            "format": FORMAT,
+            "metrics": list(METRIC_NAMES),
+            "per_class": {k: dict(v) for k, v in per_class.items()},
+            "mean": class_mean(per_class),
+            "per_defect": dict(per_defect or {}),
+            "counts": dict(counts or {}),
+            "errors": dict(errors or {}),
+            "protocol": dict(protocol),
+            "run": dict(run or {}),
+            "extra": dict(extra or {}),
+        }
+    )
+
+
+def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table from several runs over disjoint classes (the class-separated setting)."""
+    merged: dict[str, dict] = {key: {} for key in ("per_class", "per_defect", "counts", "errors", "extra")}
+    for part in parts:
+        for key in merged:
+            merged[key].update(part.get(key, {}))
+    first = parts[0]
+    return build_results(
+        merged["per_class"],
+        first["protocol"],
+        first["run"],
+        merged["per_defect"],
+        merged["counts"],
+        merged["errors"],
+        merged["extra"],
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def table_rows(results: Mapping[str, Any]) -> list[list[str]]:
+    rows = [[name, *(_fmt(m.get(k)) for k in results["metrics"])] for name, m in results["per_class"].items()]
+    rows += [[name, *(["failed"] * len(results["metrics"]))] for name in results["errors"]]
+    rows.append(["mean", *(_fmt(results["mean"].get(k)) for k in results["metrics"])])
+    return rows
+
+
+def to_markdown(results: Mapping[str, Any]) -> str:
+    header = ["class", *results["metrics"]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    run = results.get("run", {})
+    title = " / ".join(str(run[k]) for k in ("method", "backbone", "dataset", "setting") if k in run)
+    out = [
+        f"# Results{': ' + title if title else ''}",
+        "",
+        "Values in % (per class, then the unweighted mean).",
+        "",
+    ]
+    out += lines
+    if results["errors"]:
+        out += ["", "## Failed classes", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()]
+    out += ["", "## Protocol", ""] + [f"- {k}: {v}" for k, v in results["protocol"].items()]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(results: Mapping[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["class", *results["metrics"]])
+    for name, metrics in [*results["per_class"].items(), ("mean", results["mean"])]:
+        writer.writerow(
+            [name, *("" if metrics.get(k) is None else repr(metrics[k]) for k in results["metrics"])]
+        )
+    return buffer.getvalue()
+
+
+def write_results(output_dir: str | Path, results: Mapping[str, Any]) -> list[Path]:
+    """Write results.json, results.csv and results.md atomically; return their paths."""
+    output_dir = Path(output_dir)
+    return [
+        write_json(output_dir / "results.json", results),
+        write_text(output_dir / "results.csv", to_csv(results)),
+        write_text(output_dir / "results.md", to_markdown(results)),
+    ]
+
+
+def print_table(results: Mapping[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    run = results.get("run", {})
+    title = " / ".join(str(run[k]) for k in ("method", "backbone", "dataset", "setting") if k in run)
+    table = Table(title=f"Results (%) {title}".strip(), show_lines=False)
+    table.add_column("class", style="bold")
+    for metric in results["metrics"]:
+        table.add_column(metric, justify="right")
+    rows = table_rows(results)
+    for row in rows[:-1]:
+        table.add_row(*row)
+    table.add_section()
+    table.add_row(*rows[-1], style="bold")
+    Console().print(table)
