@@ -6,6 +6,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     """The one entry point behind run.py."""
     if cfg.mode not in MODES:
         raise ValueError(f"mode '{cfg.mode}' is not one of {MODES}")
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # the frozen encoder, on purpose
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
