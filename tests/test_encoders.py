@@ -11,7 +11,16 @@ from uad.encoders import Encoder, EncoderWeightsError, get_spec, list_encoders
 from uad.encoders.registry import INCEPTION_MEAN, INCEPTION_STD
 from uad.encoders.weights import match_keys, package_weights_path, read_state_dict
 
-REQUIRED = {"wres50", "res34", "res50", "effb4", "vits16_dino", "effnet_lite0", "effnet_lite1", "effnet_lite2"}
+REQUIRED = {
+    "wres50",
+    "res34",
+    "res50",
+    "effb4",
+    "vits16_dino",
+    "effnet_lite0",
+    "effnet_lite1",
+    "effnet_lite2",
+}
 REQUIRED |= {f"dinov2_vit{s}14{r}" for s in "sbl" for r in ("", "_reg")}
 
 

@@ -15,8 +15,16 @@ from tests.conftest import ROOT, TINY
 @pytest.mark.slow
 def test_two_job_multirun_writes_two_result_folders(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(ROOT / "run.py"), "-m", *TINY, "dataset.classes=[weave]",
-           "method.model.bottleneck_dim=16,32", f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "-m",
+        *TINY,
+        "dataset.classes=[weave]",
+        "method.model.bottleneck_dim=16,32",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

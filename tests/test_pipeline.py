@@ -74,7 +74,7 @@ def test_a_failing_class_is_named_and_the_others_are_kept(tiny_cfg, monkeypatch)
     monkeypatch.setattr(evaluation, "compute_metrics", fails_on_the_second_class)
     results = pipeline.run(tiny_cfg())
     assert len(results["errors"]) == 1 and len(results["per_class"]) == 2
-    (failed, message), = results["errors"].items()
+    ((failed, message),) = results["errors"].items()
     assert "simulated failure" in message and failed not in results["per_class"]
     out = pipeline.Path(tiny_cfg().paths.output_dir)
     assert json.loads((out / "results.json").read_text())["errors"] == {failed: message}
@@ -96,8 +96,9 @@ def test_checkpoint_holds_only_the_trainable_state(tiny_cfg, tmp_path):
     cfg = tiny_cfg()
     protocol = pipeline.build_protocol(cfg)
     model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, protocol))
-    trainer = Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False)
+    trainer = Trainer(
+        accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     trainer.fit(model, datamodule=pipeline.build_datamodule(cfg, protocol))
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)

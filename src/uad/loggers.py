@@ -33,7 +33,11 @@ def wandb_logger(save_dir: str, offline: bool | None = None, **kwargs: Any) -> W
     if offline is None:
         offline = mode in ("offline", "dryrun") or (mode != "disabled" and not _wandb_logged_in())
     if offline and mode != "disabled":
-        log.warning("W&B: no login configured; logging offline under %s/wandb. Upload later with: "
-                    "wandb sync %s/wandb/offline-run-*", save_dir, save_dir)
+        log.warning(
+            "W&B: no login configured; logging offline under %s/wandb. Upload later with: "
+            "wandb sync %s/wandb/offline-run-*",
+            save_dir,
+            save_dir,
+        )
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     return WandbLogger(save_dir=save_dir, offline=offline, **kwargs)
