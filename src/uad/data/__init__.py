@@ -5,4 +5,11 @@ from uad.data.dataset import AnomalyDataset
 from uad.data.samples import DatasetLayoutError, Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 
-__all__ = ["AnomalyDataModule", "AnomalyDataset", "DatasetLayoutError", "Sample", "SyntheticSpec", "ensure_synthetic"]
+__all__ = [
+    "AnomalyDataModule",
+    "AnomalyDataset",
+    "DatasetLayoutError",
+    "Sample",
+    "SyntheticSpec",
+    "ensure_synthetic",
+]

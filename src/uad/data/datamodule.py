@@ -105,13 +105,24 @@ class AnomalyDataModule(LightningDataModule):
         test = [s for c in self.class_names for s in self.read_split(c, "test")]
         self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.mask_threshold)
         self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.mask_threshold)
-        log.info("%s: %d classes, %d train / %d test images (%s setting)", self.name, len(self.class_names),
-                 len(train), len(test), self.setting)
+        log.info(
+            "%s: %d classes, %d train / %d test images (%s setting)",
+            self.name,
+            len(self.class_names),
+            len(train),
+            len(test),
+            self.setting,
+        )
 
     def _loader(self, dataset: AnomalyDataset, shuffle: bool, batch_size: int, drop_last: bool = False):
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=self.num_workers,
-            pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

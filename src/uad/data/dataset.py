@@ -19,7 +19,9 @@ def load_image(sample: Sample) -> np.ndarray:
         with Image.open(sample.path) as img:
             return np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError) as err:
-        raise DatasetLayoutError(f"cannot read image '{sample.path}': {err}. Replace or remove the file.") from err
+        raise DatasetLayoutError(
+            f"cannot read image '{sample.path}': {err}. Replace or remove the file."
+        ) from err
 
 
 def load_mask(sample: Sample, shape: tuple[int, int], threshold: float) -> np.ndarray:

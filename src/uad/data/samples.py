@@ -33,7 +33,9 @@ class Sample:
 def list_images(folder: Path) -> list[Path]:
     """Image files of a folder, sorted by name; hidden files are not images."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
 
 
@@ -50,7 +52,9 @@ def discover_mvtec_classes(root: Path) -> list[str]:
         raise DatasetLayoutError(f"dataset root '{root}' does not exist. Expected layout:\n{MVTEC_LAYOUT}")
     classes = sorted(p.name for p in root.iterdir() if (p / "train").is_dir() and (p / "test").is_dir())
     if not classes:
-        raise DatasetLayoutError(f"no class folders (with train/ and test/) under '{root}'. Expected:\n{MVTEC_LAYOUT}")
+        raise DatasetLayoutError(
+            f"no class folders (with train/ and test/) under '{root}'. Expected:\n{MVTEC_LAYOUT}"
+        )
     return classes
 
 

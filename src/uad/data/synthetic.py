@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-VERSION = 1
+VERSION = 2
 DEFECTS: dict[str, tuple[str, ...]] = {
     "weave": ("scratch", "hole", "stain", "colour"),
     "nut": ("missing", "scratch", "contamination"),
@@ -83,8 +83,13 @@ def _nut(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     cy, cx = size / 2 + rng.uniform(-0.04, 0.04, 2) * size
     radius, bore = 0.34 * size, 0.14 * size
     angle = rng.uniform(0, np.pi / 3)
-    corners = np.stack([cx + radius * np.cos(angle + np.arange(6) * np.pi / 3),
-                        cy + radius * np.sin(angle + np.arange(6) * np.pi / 3)], 1)
+    corners = np.stack(
+        [
+            cx + radius * np.cos(angle + np.arange(6) * np.pi / 3),
+            cy + radius * np.sin(angle + np.arange(6) * np.pi / 3),
+        ],
+        1,
+    )
     body = np.zeros((size, size), np.uint8)
     cv2.fillPoly(body, [np.round(corners * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
     r = np.hypot(y - cy, x - cx)
@@ -112,7 +117,8 @@ def _pill(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     cap = np.array([0.78, 0.14, 0.12]) * rng.uniform(0.95, 1.05)
     shell = np.array([0.93, 0.91, 0.86]) * rng.uniform(0.97, 1.02)
     colour = np.where((u < 0)[..., None], cap, shell)
-    pill = colour * (0.55 + 0.45 * shade[..., None]) + 0.25 * np.exp(-((v + 0.4 * half_w) ** 2) / 6)[..., None]
+    highlight = 0.25 * np.exp(-((v + 0.4 * half_w) ** 2) / 6)  # a specular stripe along the capsule
+    pill = colour * (0.55 + 0.45 * shade[..., None]) + highlight[..., None]
     tray = (0.86 + 0.02 * _smooth_noise(rng, size, 10))[..., None] * np.array([1.0, 1.0, 0.98])
     image = np.where(body[..., None], pill, tray)
     scene = np.stack([u, v], -1)
@@ -136,8 +142,14 @@ def _random_point(rng: np.random.Generator, region: np.ndarray, margin: int = 0)
     return int(ys[keep][i]), int(xs[keep][i])
 
 
-def _curve_mask(rng: np.random.Generator, size: int, start: tuple[int, int], length: float, width: int,
-                jagged: bool = False) -> np.ndarray:
+def _curve_mask(
+    rng: np.random.Generator,
+    size: int,
+    start: tuple[int, int],
+    length: float,
+    width: int,
+    jagged: bool = False,
+) -> np.ndarray:
     """A smooth (scratch) or jagged (crack) polyline from `start`, drawn `width` pixels wide."""
     heading = rng.uniform(0, 2 * np.pi)
     points, (py, px) = [], start
@@ -174,36 +186,41 @@ def add_defect(
     size = image.shape[0]
     region = _object_mask(class_name, scene)
     centre = _random_point(rng, region, margin=size // 8)
+    severity = rng.uniform(0.3, 1.0)  # from barely visible to obvious: contrast and size scale with it
     if defect in ("scratch", "crack"):
         jagged = defect == "crack"
-        mask = _curve_mask(rng, size, centre, rng.uniform(0.15, 0.3) * size, int(rng.integers(2, 4)), jagged)
-        mask &= region
-        delta = -0.45 if jagged or rng.random() < 0.5 else 0.35
-        new = np.clip(image + delta, 0, 1)
+        length = (0.1 + 0.2 * severity) * size
+        mask = _curve_mask(rng, size, centre, length, int(rng.integers(1, 3)) + 1, jagged) & region
+        sign = -1.0 if jagged or rng.random() < 0.5 else 1.0
+        new = image + sign * (0.12 + 0.3 * severity)
     elif defect == "hole":
-        inner = _blob_mask(rng, size, centre, rng.uniform(0.03, 0.06) * size)
+        inner = _blob_mask(rng, size, centre, (0.02 + 0.035 * severity) * size)
         rim = cv2.dilate(inner.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~inner
-        new = np.where(inner[..., None], 0.06, image * 1.25)  # a dark hole with a frayed, brighter rim
+        new = np.where(inner[..., None], image * (1 - 0.9 * severity), image * 1.2)  # dark hole, frayed rim
         mask = inner | rim
     elif defect == "stain":
-        mask = _blob_mask(rng, size, centre, rng.uniform(0.05, 0.09) * size)
+        mask = _blob_mask(rng, size, centre, (0.04 + 0.05 * severity) * size)
         tone = np.array([0.35, 0.22, 0.10]) * rng.uniform(0.8, 1.2)
-        new = image * 0.4 + tone * 0.6
+        alpha = 0.25 + 0.4 * severity
+        new = image * (1 - alpha) + tone * alpha
     elif defect == "contamination":
         mask = np.zeros((size, size), bool)
-        for _ in range(int(rng.integers(2, 5))):
+        for _ in range(int(rng.integers(1, 5))):
             point = _random_point(rng, region, margin=size // 8)
-            mask |= _blob_mask(rng, size, point, rng.uniform(0.012, 0.025) * size)
+            mask |= _blob_mask(rng, size, point, rng.uniform(0.01, 0.022) * size)
         mask &= region
-        new = np.broadcast_to(np.array([0.20, 0.16, 0.08]) * rng.uniform(0.7, 1.3), image.shape)
+        alpha = 0.5 + 0.5 * severity
+        new = image * (1 - alpha) + np.array([0.20, 0.16, 0.08]) * rng.uniform(0.7, 1.3) * alpha
     elif defect == "colour":
+        alpha = 0.35 + 0.65 * severity
         if class_name == "pill":
             body, uv = scene[0], scene[1]
             mask = body & (uv[..., 0] < 0)  # the whole cap has the wrong colour
-            new = image[..., [2, 1, 0]] * np.array([1.0, 1.3, 1.0])
+            swapped = image[..., [2, 1, 0]] * np.array([1.0, 1.3, 1.0])
         else:
-            mask = _blob_mask(rng, size, centre, rng.uniform(0.07, 0.11) * size)
-            new = image[..., [1, 2, 0]]
+            mask = _blob_mask(rng, size, centre, (0.05 + 0.05 * severity) * size)
+            swapped = image[..., [1, 2, 0]]
+        new = image * (1 - alpha) + swapped * alpha
     elif defect == "missing":
         mask, new = _missing_part(class_name, image, scene, centre, rng)
     else:
@@ -220,14 +237,14 @@ def _missing_part(class_name: str, image: np.ndarray, scene, centre, rng) -> tup
         cy, cx = size / 2, size / 2
         start = rng.uniform(0, 2 * np.pi)
         ang = (np.arctan2(y - cy, x - cx) - start) % (2 * np.pi)
-        mask = scene & (ang < rng.uniform(0.35, 0.7)) & (np.hypot(y - cy, x - cx) > 0.22 * size)
+        mask = scene & (ang < rng.uniform(0.2, 0.6)) & (np.hypot(y - cy, x - cx) > 0.22 * size)
         background = 0.18 + 0.05 * (x / size)
         return mask, np.repeat(background[..., None], 3, axis=2)
     body, uv, half_len, _ = scene
     end = rng.choice([-1.0, 1.0])
     bite_u = end * (half_len - rng.uniform(0.02, 0.06) * size)
     bite_v = rng.uniform(-0.08, 0.08) * size
-    mask = body & (np.hypot(uv[..., 0] - bite_u, uv[..., 1] - bite_v) < rng.uniform(0.07, 0.1) * size)
+    mask = body & (np.hypot(uv[..., 0] - bite_u, uv[..., 1] - bite_v) < rng.uniform(0.05, 0.09) * size)
     return mask, np.full_like(image, 0.86)
 
 
@@ -235,8 +252,13 @@ def _missing_part(class_name: str, image: np.ndarray, scene, centre, rng) -> tup
 
 
 def _streams(spec: SyntheticSpec, class_name: str, split: str, defect: str, index: int):
-    key = [spec.seed, SYNTHETIC_CLASSES.index(class_name), ("train", "test").index(split),
-           (("good",) + DEFECTS[class_name]).index(defect), index]
+    key = [
+        spec.seed,
+        SYNTHETIC_CLASSES.index(class_name),
+        ("train", "test").index(split),
+        (("good",) + DEFECTS[class_name]).index(defect),
+        index,
+    ]
     return [np.random.default_rng([*key, stream]) for stream in range(3)]
 
 
@@ -245,8 +267,9 @@ def _finish(image: np.ndarray, noise_rng: np.random.Generator) -> np.ndarray:
     return np.round(np.clip(noisy, 0, 1) * 255).astype(np.uint8)
 
 
-def generate_image(spec: SyntheticSpec, class_name: str, split: str, defect: str, index: int,
-                   with_defect: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def generate_image(
+    spec: SyntheticSpec, class_name: str, split: str, defect: str, index: int, with_defect: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """One (image uint8 HxWx3, mask bool HxW) pair; `with_defect=False` gives the defect's clean twin."""
     scene_rng, defect_rng, noise_rng = _streams(spec, class_name, split, defect, index)
     image, scene = RENDER[class_name](scene_rng, spec.image_size)
@@ -298,9 +321,17 @@ def ensure_synthetic(root: str | Path, spec: SyntheticSpec | None = None) -> Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder_name}.", dir=root))
     try:
         counts = _write_tree(tmp, spec)
-        (tmp / "manifest.json").write_text(json.dumps(
-            {"generator": "uad.data.synthetic", "version": VERSION, "spec": asdict(spec), "counts": counts},
-            indent=2))
+        (tmp / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "generator": "uad.data.synthetic",
+                    "version": VERSION,
+                    "spec": asdict(spec),
+                    "counts": counts,
+                },
+                indent=2,
+            )
+        )
         try:
             tmp.rename(folder)
         except OSError:

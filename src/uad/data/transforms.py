@@ -12,7 +12,9 @@ from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
 
 
-def build_transform(image_size: int, crop_size: int | None = None, interpolation: str = "linear") -> A.Compose:
+def build_transform(
+    image_size: int, crop_size: int | None = None, interpolation: str = "linear"
+) -> A.Compose:
     """Resize to image_size x image_size (aspect ratio not kept, as all three papers), then centre-crop."""
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"protocol.interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
