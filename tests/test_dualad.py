@@ -173,6 +173,12 @@ def test_describe_wres50_reports_the_official_parameter_count_and_shapes(method,
     assert shapes["streams"] == shapes["decoded"] == [[1, 196, 256]] * 4
     assert shapes["anomaly_map"] == [1, 1, 224, 224]
     assert ("memories" in info["per_module"]) == (method == "dualad_he")
+    # MACs of the official model (../shared/reference/methods.md 4.2, FlopCounterMode / 2): WRes50 to
+    # layer3 9.19 G; He reconstruction 6.27 G (paper: 15.5 in all); Ho 14.89 G, of which the official code
+    # spends 9 x 196 x 256 x 1024 re-projecting the positional code at every attention, once here.
+    assert info["gmacs_encoder"] == pytest.approx(9.19, abs=0.01)
+    official = 6.27 if method == "dualad_he" else 14.89 - 9 * 196 * 256 * 1024 / 1e9
+    assert info["gmacs_trainable"] == pytest.approx(official, abs=0.01)
 
 
 @pytest.mark.parametrize(("backbone", "method"), [k for k in OFFICIAL if k[0] != "wres50"], ids=str)
