@@ -152,3 +152,15 @@ def test_dropout_only_in_training():
     torch.testing.assert_close(layer(x), layer(x))
     layer.train()
     assert not torch.allclose(layer(x), layer(x))
+
+
+def test_flop_counter_sees_the_attention_matmuls():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    attn = MultiHeadAttention(256, 8).eval()
+    x = torch.randn(1, 196, 256)
+    with FlopCounterMode(display=False) as counter:
+        attn(x, x, x, neighbour_mask(14, 7))
+    projections = 4 * 2 * 196 * 256 * 256
+    scores_and_values = 2 * 2 * 196 * 196 * 256
+    assert counter.get_total_flops() == projections + scores_and_values

@@ -66,6 +66,12 @@ def test_parity_with_the_official_model_at_224(tiny_cfg):
     assert shapes["aligned"] == shapes["reconstruction"] == [1, 272, 14, 14]
     assert shapes["encoded"] == [1, 196, 256]
     assert shapes["anomaly_map"] == [1, 1, 224, 224]
+    # multiply-accumulates of the official reconstruction (same layers as above): projections, then per
+    # encoder layer 4 attention projections + QK^T and AV + FFN, per decoder layer twice the attention
+    n, d, c, ffn = 196, 256, 272, 1024
+    attention = 4 * n * d * d + 2 * n * n * d
+    macs = 2 * n * c * d + 4 * (attention + 2 * n * d * ffn) + 4 * (2 * attention + 2 * n * d * ffn)
+    assert info["gmacs_trainable"] == pytest.approx(macs / 1e9, rel=1e-6)  # 1.70 G (methods.md §4.2)
 
 
 def test_protocol_is_the_papers(tiny_cfg):

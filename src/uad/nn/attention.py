@@ -23,8 +23,17 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.flop_counter import flop_registry, register_flop_formula, sdpa_flop_count
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA not in flop_registry:  # torch counts the CUDA kernels only; `mode=describe` runs on CPU
+
+    @register_flop_formula(_CPU_SDPA)
+    def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
