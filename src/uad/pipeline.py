@@ -217,13 +217,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     return results
 
 
-def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    """FlopCounterMode has no formula for the kernel `F.scaled_dot_product_attention` runs on CPU."""
-    from torch.utils.flop_counter import sdpa_flop_count
-
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
 @torch.no_grad()
 def describe(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Build the configured model without training; report parameters, shapes and FLOPs per image."""
@@ -233,11 +226,10 @@ def describe(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     encoder = build_encoder(cfg, protocol)
     model = build_model(cfg, encoder).eval()
     images = torch.randn(1, 3, protocol.input_size, protocol.input_size)
-    flop_formulas = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
-    with FlopCounterMode(display=False, custom_mapping=flop_formulas) as counter:
+    with FlopCounterMode(display=False) as counter:
         encoder(images)
     encoder_flops = counter.get_total_flops()
-    with FlopCounterMode(display=False, custom_mapping=flop_formulas) as counter:
+    with FlopCounterMode(display=False) as counter:
         outputs = model(images)
     total_flops = counter.get_total_flops()
     info = {

@@ -1,7 +1,4 @@
-"""Feature noise that turns normal training features into pseudo-anomalies; the target stays clean.
-
-Active in training mode only: at test time the modules are the identity.
-"""
+"""Training-time feature noise: the model learns to reconstruct the clean features from perturbed ones."""
 
 from __future__ import annotations
 
@@ -9,13 +6,44 @@ import torch
 from torch import Tensor, nn
 
 
-class SpatialNoise(nn.Module):
-    """DualAD's pseudo-anomalies ("spatial" jitter): x + eps * std * scale, eps ~ N(0, I).
+def feature_jitter(tokens: Tensor, scale: float) -> Tensor:
+    """UniAD's jitter: f + eps * (||f||_2 / C) * scale per token, eps ~ N(0, I_C); tokens are (..., C).
 
-    The std is taken per image and per channel over the tokens (unbiased, as `x.var(dim=1).sqrt()` in the
-    official `DualAD.to_anomaly`), so every channel is perturbed in proportion to its own spread across
-    the image; the paper's scale is 3.2. Input and output (B, N, C) tokens.
+    The norm is divided by C, not sqrt(C): at scale 20 and C = 272 the noise norm is about 1.2x the
+    feature norm, as in the official code. Do not "fix" it.
     """
+    norms = tokens.norm(dim=-1, keepdim=True) / tokens.shape[-1]  # (..., 1)
+    return tokens + torch.randn_like(tokens) * norms * scale
+
+
+class FeatureJitter(nn.Module):
+    """`feature_jitter` in training (with probability `prob` per batch, as the official code); identity
+    in eval."""
+
+    def __init__(self, scale: float = 20.0, prob: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+        self.prob = prob
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if not self.training or self.scale <= 0 or torch.rand(()).item() >= self.prob:
+            return tokens
+        return feature_jitter(tokens, self.scale)
+
+
+def spatial_noise(tokens: Tensor, scale: float) -> Tensor:
+    """DualAD's pseudo-anomalies ("spatial" jitter): x + eps * std * scale, eps ~ N(0, I); tokens (B, N, C).
+
+    The std is taken per image and per channel over the N tokens (unbiased, as `x.var(dim=1).sqrt()` in
+    the official `DualAD.to_anomaly`), so every channel is perturbed in proportion to its own spread
+    across the image. The paper's scale is 3.2.
+    """
+    std = tokens.var(dim=1, keepdim=True).sqrt()  # (B, 1, C)
+    return tokens + torch.randn_like(tokens) * std * scale
+
+
+class SpatialNoise(nn.Module):
+    """`spatial_noise` in training, always (the official config's `prob` is not used); identity in eval."""
 
     def __init__(self, scale: float = 3.2) -> None:
         super().__init__()
@@ -26,8 +54,7 @@ class SpatialNoise(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         if not self.training or self.scale == 0:
             return tokens
-        std = tokens.var(dim=1, keepdim=True).sqrt()  # (B, 1, C)
-        return tokens + torch.randn_like(tokens) * std * self.scale
+        return spatial_noise(tokens, self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
