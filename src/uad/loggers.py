@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+import string
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +73,7 @@ def _run_id(save_dir: Path, run_id: str | None, resume_from: str | None) -> str:
             run_id = previous.read_text().strip()
             log.info("W&B: resuming run %s of %s", run_id, previous.parent)
     if run_id is None:
-        from wandb.util import generate_id
-
-        run_id = generate_id()
+        run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     if rank_zero_only.rank == 0:
         write_text(save_dir / RUN_ID_FILE, run_id + "\n")
     return run_id
