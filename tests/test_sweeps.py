@@ -202,6 +202,37 @@ def test_two_process_ddp_in_a_multirun_matches_one_process(tmp_path, data_dir):
             assert ddp["per_class"][name][metric] == pytest.approx(one["per_class"][name][metric], abs=1e-4)
 
 
+def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_path, monkeypatch):
+    """What Lightning's `ddp` launcher runs for rank 1 (its own `_hydra_subprocess_cmd`) after the fix:
+    the job's overrides, no `-m`, the job's folder, the config directory flags kept."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.fabric.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
+
+    cfg = _hydra_cfg("method.model.bottleneck_dim=16")
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.runtime.cwd = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    monkeypatch.setattr(
+        sys, "argv", ["run.py", "-m", "--config-dir", "/cfg", "method.model.bottleneck_dim=16,32"]
+    )
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)  # as under `python run.py`, not pytest
+    job_dir = tmp_path / "sweep" / "0_job"
+    try:
+        pipeline.ddp_children_run_this_job(job_dir)
+        command, cwd = _hydra_subprocess_cmd(local_rank=1)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert command[1:5] == [
+        str(tmp_path / "run.py"),
+        "--config-dir",
+        "/cfg",
+        "method.model.bottleneck_dim=16",
+    ]
+    assert command[-3] == f'hydra.run.dir="{job_dir}"' and cwd == str(tmp_path)
+
+
 # --- checkpoints and resume ----------------------------------------------------------------------------
 
 
