@@ -71,6 +71,29 @@ def test_a_hyperparameter_sweep_replaces_the_suite():
     ]
 
 
+def test_the_suite_config_pairs_every_method_with_existing_backbones():
+    sweeper = _hydra_cfg().hydra.sweeper
+    assert sweeper._target_.endswith("SuiteSweeper") and set(sweeper.datasets) >= {"mvtec", "visa"}
+    assert set(sweeper.methods) == set(sweeper.paper_backbones)
+    backbones = {p.stem for p in (CONF_DIR / "backbone").glob("*.yaml")}
+    assert {b for pair in sweeper.paper_backbones.values() for b in pair} <= backbones
+
+
+def test_objective_is_the_class_mean_of_the_optimized_metric(tiny_cfg):
+    results = {"mean": {"I-AUROC": 0.75, "AUPRO": 0.5}}
+    assert pipeline.objective(tiny_cfg(), results) is None  # no search configured
+    cfg = tiny_cfg("+optimized_metric=AUPRO")
+    assert pipeline.objective(cfg, results) == 0.5 and pipeline.objective(cfg, None) is None
+    with pytest.raises(KeyError, match="P-AUROC"):
+        pipeline.objective(tiny_cfg("+optimized_metric=P-AUROC"), results)
+
+
+def test_optuna_search_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install 'uad[optuna]'")
+    cfg = _hydra_cfg("hparams_search=optuna")
+    assert cfg.optimized_metric == "I-AUROC" and cfg.hydra.sweeper.direction == "maximize"
+
+
 # --- the leaderboard -----------------------------------------------------------------------------------
 
 

@@ -350,6 +350,17 @@ def _finish_wandb(failed: bool) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
+def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:
+    """The number a hyperparameter search optimises: the class mean of `optimized_metric` (None when the
+    config names none, or the run failed)."""
+    metric = cfg.get("optimized_metric")
+    if not metric or not results or "mean" not in results:
+        return None
+    if metric not in results["mean"]:
+        raise KeyError(f"optimized_metric '{metric}' is not one of {sorted(results['mean'])}")
+    return results["mean"][metric]
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """The one entry point behind run.py. In a multirun, a failing job is recorded in its folder
     (`status.json`, `error.txt`) and returns None, so the sweep goes on; a single run raises."""
