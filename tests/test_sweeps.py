@@ -317,6 +317,14 @@ def test_wandb_offline_run_holds_the_table_and_the_overlays(tiny_cfg, monkeypatc
     run_id = (out / "wandb_run_id.txt").read_text().strip()
     assert run_id in run_dir.name
 
+    from uad.loggers import log_leaderboard
+
+    sweep = out.parent
+    log_leaderboard(leaderboard.build_leaderboard(sweep), sweep, project="uad")
+    (board_dir,) = (sweep / "wandb").glob("offline-run-*")
+    assert list((board_dir / "files" / "media").glob("table/leaderboard_*.table.json"))
+    assert list((board_dir / "files" / "media").glob("images/leaderboard_heatmap_*.png"))
+
 
 # --- launchers -----------------------------------------------------------------------------------------
 
