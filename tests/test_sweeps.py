@@ -64,6 +64,15 @@ def test_swept_methods_run_on_their_paper_backbones_unless_a_backbone_is_given()
     ]
 
 
+def test_jobs_get_the_paper_recipe_of_their_method_and_dataset_when_there_is_one():
+    parsed = OverridesParser.create().parse_overrides(["method=dualad_ho,featrec", "dataset=mvtec"])
+    jobs = expand_suite(parsed, [], [], {"dualad_ho": ["wres50"]}, recipes={"dualad_mvtec", "uniad_mvtec"})
+    assert jobs == [
+        ["method=dualad_ho", "dataset=mvtec", "backbone=wres50", "experiment=dualad_mvtec"],
+        ["method=featrec", "dataset=mvtec"],
+    ]
+
+
 def test_a_hyperparameter_sweep_replaces_the_suite():
     assert _jobs("method.optimizer.lr=1e-4,2e-4") == [
         ["method.optimizer.lr=0.0001"],
@@ -324,6 +333,18 @@ def test_wandb_offline_run_holds_the_table_and_the_overlays(tiny_cfg, monkeypatc
     (board_dir,) = (sweep / "wandb").glob("offline-run-*")
     assert list((board_dir / "files" / "media").glob("table/leaderboard_*.table.json"))
     assert list((board_dir / "files" / "media").glob("images/leaderboard_heatmap_*.png"))
+
+
+def test_a_resumed_run_continues_the_wandb_run_of_its_checkpoint(tmp_path):
+    from uad.loggers import RUN_ID_FILE, _run_id
+
+    first = _run_id(tmp_path / "first", None, None)
+    assert len(first) == 8 and (tmp_path / "first" / RUN_ID_FILE).read_text().strip() == first
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert _run_id(tmp_path / "resumed", None, str(ckpt)) == first
+    assert (tmp_path / "resumed" / RUN_ID_FILE).read_text().strip() == first
+    assert _run_id(tmp_path / "other", None, None) != first
+    assert _run_id(tmp_path / "given", "abc123", str(ckpt)) == "abc123"
 
 
 # --- launchers -----------------------------------------------------------------------------------------
