@@ -265,6 +265,29 @@ def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_pa
     assert command[-3] == f'hydra.run.dir="{job_dir}"' and cwd == str(tmp_path)
 
 
+def test_sweep_jobs_take_gpus_round_robin(tiny_cfg, monkeypatch):
+    """Job i of a multirun runs on GPU i mod N when it asks for one device of several."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = _hydra_cfg()
+    with open_dict(hydra_cfg):
+        hydra_cfg.hydra.mode = RunMode.MULTIRUN
+        hydra_cfg.hydra.job.num = 5
+    HydraConfig.instance().set_config(hydra_cfg)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    try:
+        gpu, cpu = tiny_cfg("trainer.accelerator=gpu"), tiny_cfg()
+        two = tiny_cfg("trainer.accelerator=gpu", "trainer.devices=2")
+        for cfg in (gpu, cpu, two):
+            pipeline.pin_job_device(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert list(gpu.trainer.devices) == [1]
+    assert cpu.trainer.devices == 1 and two.trainer.devices == 2
+
+
 # --- checkpoints and resume ----------------------------------------------------------------------------
 
 
