@@ -22,6 +22,7 @@ from uad.data.datamodule import AnomalyDataModule
 from uad.encoders import Encoder, get_spec
 from uad.methods.base import AnomalyModel
 from uad.metrics.protocol import EvalProtocol
+from uad.nn import attention as _attention  # noqa: F401  registers the CPU SDPA FLOP formula for describe
 from uad.results import merge_results, print_table, write_results
 from uad.utils.io import write_json, write_text
 from uad.utils.logging import get_logger
