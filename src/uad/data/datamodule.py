@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from uad.data.dataset import AnomalyDataset
-from uad.data.readers import Catalog, check_counts, get_reader, open_catalog, select_classes
+from uad.data.readers import Catalog, check_counts, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import build_transform
 from uad.utils.logging import get_logger
@@ -56,7 +56,6 @@ class AnomalyDataModule(LightningDataModule):
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
-        get_reader(name)
         self.name = name
         self.options = options
         self.cache = cache

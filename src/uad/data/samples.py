@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from uad.utils.logging import get_logger
+
+log = get_logger(__name__)
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_KINDS = ("intensity", "labels")
 
@@ -40,12 +44,20 @@ class Sample:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder (any case of the suffix), sorted by name; hidden files are not images."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
+    """Image files of a folder (any case of the suffix), sorted by name. Hidden files are not images;
+    other files that are not images are skipped with a warning, so nothing disappears unseen."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if len(images) < len(files):
+        others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+        log.warning(
+            "'%s': skipping %d files that are not images (%s); images end in %s",
+            folder,
+            len(others),
+            ", ".join(others[:3]),
+            sorted(IMAGE_SUFFIXES),
+        )
+    return images
 
 
 MVTEC_LAYOUT = """\
