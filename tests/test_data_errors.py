@@ -141,6 +141,10 @@ def test_realiad_problems(tmp_path):
     split.write_text(json.dumps(data))
     with pytest.raises(DatasetLayoutError, match=r"1 files listed in '.*audiojack.json' are missing"):
         datamodule(tmp_path, "realiad", root, ok)
+    data["test"][0] = {"image_path": data["test"][0]["image_path"]}
+    split.write_text(json.dumps(data))
+    with pytest.raises(DatasetLayoutError, match=r"audiojack.json': entry .* lacks image_path or"):
+        datamodule(tmp_path, "realiad", root, ok, "dataset.classes=[audiojack]")
     split.write_text(json.dumps({"train": []}))
     with pytest.raises(DatasetLayoutError, match=r"audiojack.json' is not a Real-IAD split file"):
         datamodule(tmp_path, "realiad", root, ok, "dataset.classes=[audiojack]")

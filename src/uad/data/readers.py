@@ -411,16 +411,15 @@ def read_realiad(
 
 def _realiad_class(image_root: Path, json_path: Path, views: set[str] | None) -> Splits:
     try:
-        meta_data = json.loads(json_path.read_text())
-        meta, normal = meta_data["meta"], meta_data["meta"].get("normal_class", "OK")
-        prefix = meta["prefix"]
+        split_file = json.loads(json_path.read_text())
+        prefix, normal = split_file["meta"]["prefix"], split_file["meta"].get("normal_class", "OK")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DatasetLayoutError(
             f"'{json_path}' is not a Real-IAD split file (needs meta.prefix, train, test): {err!r}"
         ) from err
     splits = Splits([], [])
     for split, out in (("train", splits.train), ("test", splits.test)):
-        for entry in meta_data.get(split, []):
+        for entry in split_file.get(split, []):
             sample = _realiad_sample(image_root, json_path, prefix, normal, entry)
             if views is None or sample.view in views:
                 out.append(sample)
@@ -437,6 +436,11 @@ def _realiad_class(image_root: Path, json_path: Path, views: set[str] | None) ->
 def _realiad_sample(image_root: Path, json_path: Path, prefix: str, normal: str, entry: dict) -> Sample:
     """One view. Normal iff mask_path is null or anomaly_class is meta.normal_class (the official rule;
     the NG/ folder holds views where the defect is not visible, labelled normal)."""
+    if not isinstance(entry, dict) or not {"image_path", "anomaly_class"} <= set(entry):
+        raise DatasetLayoutError(
+            f"'{json_path}': entry {entry!r} lacks image_path or anomaly_class (the Real-IAD schema: "
+            f"category, anomaly_class, image_path, mask_path)."
+        )
     image_path = entry["image_path"]
     match = REALIAD_KEY.search(Path(image_path).name)
     if match is None:
