@@ -139,8 +139,8 @@ def realiad_tree(root: Path, name: str = "audiojack", nested: bool = False) -> P
     train = [entry(s, v, False, False) for v in views for s in (1, 2)]  # interleaved: S1C1, S2C1, S1C2...
     test = [entry(3, v, False, False) for v in views] + [entry(4, v, v <= 2, True) for v in views]
     test = test[::2] + test[1::2]
-    meta = {"prefix": f"{name}/", "normal_class": "OK"}
     for variant, keep in (("realiad_jsons", views), ("realiad_jsons_sv", (1,))):
+        meta = {"prefix": f"{name}/" if variant == "realiad_jsons" else name, "normal_class": "OK"}
         folder = root / variant / variant if nested else root / variant
         folder.mkdir(parents=True, exist_ok=True)
         pick = [e for e in train + test if int(e["image_path"].split("_C")[1][0]) in keep]

@@ -244,13 +244,17 @@ def read_folder(root: Path) -> Catalog:
         root, classes = root.parent, [root.name]
     else:
         classes = tree_classes(root)
-    for class_name in classes:
+    tree = tree_catalog(root, classes, mask_suffixes=("_mask", ""), layout=FOLDER_LAYOUT, masks_optional=True)
+
+    def load(class_name: str) -> Splits:
         if not (root / class_name / "ground_truth").is_dir():
             log.warning(
                 "folder class '%s' has no ground_truth/ folder: image labels only, no pixel metrics",
                 class_name,
             )
-    return tree_catalog(root, classes, mask_suffixes=("_mask", ""), layout=FOLDER_LAYOUT, masks_optional=True)
+        return tree[class_name]()
+
+    return {c: partial(load, c) for c in classes}
 
 
 # --- VisA: the raw tree with the official split CSV, or the converted 1cls tree ---------------------------
@@ -450,11 +454,11 @@ def _realiad_sample(image_root: Path, json_path: Path, prefix: str, normal: str,
         )
     is_normal = entry.get("mask_path") is None or entry["anomaly_class"] == normal
     return Sample(
-        image_root / f"{prefix}{image_path}",
+        image_root / prefix / image_path,  # os.path.join(prefix, ...) in the official ExplicitDataset
         json_path.stem,
         0 if is_normal else 1,
         "good" if is_normal else entry["anomaly_class"],
-        None if is_normal else image_root / f"{prefix}{entry['mask_path']}",
+        None if is_normal else image_root / prefix / entry["mask_path"],
         sample_key=match.group(1),
         view=match.group(2),
     )
