@@ -74,7 +74,7 @@ def build_datamodule(
         "image_size": protocol.image_size,
         "crop_size": protocol.crop_size,
         "interpolation": protocol.interpolation,
-        "mask_threshold": protocol.mask_threshold,
+        "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
     }
     if classes is not None:
         overrides["classes"] = classes
