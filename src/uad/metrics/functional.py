@@ -7,8 +7,9 @@ with the end point interpolated, divided by the limit). Scores are used as given
 scaling, no flipping of an AUROC below 0.5.
 
 Speed: each score becomes an order-preserving 32-bit code, packed with the pixel's region id into one
-int64 key, and the keys are sorted in place. That avoids the index permutation (argsort), which is the
-slow part of the sort; labels and PRO weights are read back from the region id in sorted order.
+int64 key, and the keys are sorted in place. That avoids the index permutation (argsort), the slow part
+of a sort. Only the tie groups that hold positives (defect pixels) are then visited, found by binary
+search: between them every curve is flat, so they determine all the metrics exactly.
 
 NaN rules: a metric that needs positives and negatives is NaN, with a warning, when a class has none of
 one kind (no anomalous image, no defect pixel, a single image); AUPRO is NaN when no mask has a region.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,27 +45,47 @@ def _codes(scores: Tensor) -> Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats order backwards: flip them
 
 
-def _sort_desc(key: Tensor) -> Tensor:
-    """int64 keys sorted in descending order (numpy's in-place sort on the CPU, torch.sort on a GPU)."""
+class _Groups(NamedTuple):
+    """The threshold sweep, kept only at the groups of tied scores that hold positives (highest first):
+    every other group only moves the curves along flat stretches, so these points determine AUROC, AP,
+    F1-max and the PRO curve exactly. Counts are int64, `pro` the float64 sum of positive weights."""
+
+    pos_in: Tensor  # positives in the group
+    tp: Tensor  # positives at or above the group
+    fp_before: Tensor  # negatives strictly above the group
+    fp: Tensor  # negatives at or above the group
+    pro: Tensor | None  # sum of the weights of the positives at or above the group
+    negatives: int
+
+
+def _sort(key: Tensor) -> Tensor:
+    """int64 keys sorted ascending, in place on the CPU (numpy: no index permutation), torch on a GPU."""
     if key.is_cuda:
-        return torch.sort(key, descending=True).values
-    array = key.numpy()
-    array.sort()
-    return torch.from_numpy(array).flip(0)
+        return torch.sort(key).values
+    key.numpy().sort()
+    return key
 
 
-def _tie_ends(sorted_codes: Tensor) -> Tensor:
-    """Indices of the last element of each run of equal values in a sorted 1-D tensor."""
-    change = torch.nonzero(sorted_codes[1:] != sorted_codes[:-1]).flatten()
-    return torch.cat([change, torch.tensor([sorted_codes.numel() - 1], device=sorted_codes.device)])
-
-
-def _exact_sweep(scores: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """Sweep the threshold down through every distinct score: the ids in descending-score order, and
-    the index of the last element of each group of tied scores. ids: int < 2**31, 0 = negative."""
-    key = (_codes(scores).long() << _ID_BITS) | ids.long()
-    key = _sort_desc(key)
-    return key & _ID_MASK, _tie_ends(key >> _ID_BITS)
+def _exact_groups(scores: Tensor, ids: Tensor, weights: Tensor | None) -> _Groups:
+    """One sort of (score code, id) keys; the positives' tie groups are then found by binary search."""
+    key = _sort((_codes(scores).long() << _ID_BITS) | ids.long())  # (n,) ascending
+    n = key.numel()
+    at = torch.nonzero(key & _ID_MASK).flatten().flip(0)  # positives' positions, highest score first
+    pos_key = key[at]
+    pos_codes = pos_key >> _ID_BITS
+    first = torch.ones_like(pos_codes, dtype=torch.bool)
+    first[1:] = pos_codes[1:] != pos_codes[:-1]
+    starts = torch.nonzero(first).flatten()  # (G,) where each group starts among the positives
+    codes = pos_codes[starts]
+    lo = torch.searchsorted(key, codes << _ID_BITS)  # first position of the group's score
+    hi = torch.searchsorted(key, (codes + 1) << _ID_BITS)  # one past its last position
+    tp = torch.cat([starts[1:], starts.new_tensor([at.numel()])])
+    pos_in = tp - starts
+    pro = None
+    if weights is not None:
+        pro = torch.cumsum(weights[pos_key & _ID_MASK], 0)[tp - 1]
+    fp_before = (n - hi) - starts
+    return _Groups(pos_in, tp, fp_before, fp_before + (hi - lo) - pos_in, pro, n - at.numel())
 
 
 def quantile_edges(scores: Tensor, positives: Tensor, bins: int, sample: int = 1 << 20) -> Tensor:
@@ -81,46 +103,43 @@ def quantile_edges(scores: Tensor, positives: Tensor, bins: int, sample: int = 1
     return torch.unique(torch.cat(edges))  # sorted ascending
 
 
-def _curve_counts(
-    scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str
-) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Cumulative true positives, false positives (int64) and summed id weights (float64) at every
-    threshold, highest threshold first. Positives are ids > 0; weights[id] is each element's weight."""
+def _binned_groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int) -> _Groups:
+    """Scores replaced by their rank-space bin: per-bin counts (no sort), every bin one tie group."""
+    positive = ids > 0
+    edges = quantile_edges(scores, positive, bins)
+    which = torch.bucketize(scores.float(), edges, out_int32=True)  # bin b: edges[b-1] < s <= edges[b]
+    size = edges.numel() + 1
+    pos = torch.bincount(which[positive], minlength=size).flip(0)  # highest bin first
+    neg = torch.bincount(which, minlength=size).flip(0) - pos
+    held = torch.nonzero(pos).flatten()
+    fp_before = (torch.cumsum(neg, 0) - neg)[held]
+    pro = None
+    if weights is not None:
+        summed = torch.bincount(which[positive], weights=weights[ids[positive]], minlength=size).flip(0)
+        pro = torch.cumsum(summed[held], 0)
+    pos_in = pos[held]
+    return _Groups(pos_in, torch.cumsum(pos_in, 0), fp_before, fp_before + neg[held], pro, int(neg.sum()))
+
+
+def _groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str) -> _Groups:
+    """The sweep of one class's scores; ids: int < 2**31, 0 = negative; weights[id]: PRO weights."""
     if torch.isnan(scores).any():
         raise ValueError(f"{what}: {int(torch.isnan(scores).sum())} scores are NaN; check the anomaly maps")
     if bins is None:
-        ids_sorted, ends = _exact_sweep(scores, ids)
-        tps = torch.cumsum(ids_sorted > 0, 0)[ends]
-        fps = ends + 1 - tps
-        weighted = None if weights is None else torch.cumsum(weights[ids_sorted], 0)[ends]
-        return tps, fps, weighted
-    edges = quantile_edges(scores, ids > 0, bins)
-    which = torch.bucketize(scores.float(), edges)  # bin b holds edges[b-1] < s <= edges[b]
-    total = torch.bincount(which, minlength=edges.numel() + 1)
-    pos = torch.bincount(which[ids > 0], minlength=edges.numel() + 1)
-    filled = torch.nonzero(total).flatten().flip(0)  # every non-empty bin is a threshold, highest first
-    tps = torch.cumsum(pos[filled], 0)
-    fps = torch.cumsum(total[filled] - pos[filled], 0)
-    weighted = None
-    if weights is not None:
-        summed = torch.bincount(which, weights=weights[ids], minlength=edges.numel() + 1)
-        weighted = torch.cumsum(summed[filled], 0)
-    return tps, fps, weighted
+        return _exact_groups(scores, ids, weights)
+    return _binned_groups(scores, ids, weights, bins)
 
 
-def _curve_metrics(tps: Tensor, fps: Tensor) -> tuple[float, float, float]:
-    """AUROC, AP and F1-max from cumulative true/false positive counts at the thresholds."""
-    tps, fps = tps.double(), fps.double()
-    pos, neg = tps[-1], fps[-1]
-    tpr = torch.cat([tps.new_zeros(1), tps / pos])
-    fpr = torch.cat([fps.new_zeros(1), fps / neg])
-    auroc = torch.trapezoid(tpr, fpr).item()
-    precision = tps / (tps + fps)
-    recall = tps / pos
-    ap = torch.sum(torch.diff(torch.cat([recall.new_zeros(1), recall])) * precision).item()
-    denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(denom))
-    return auroc, ap, f1.max().item()
+def _curve_metrics(g: _Groups) -> tuple[float, float, float]:
+    """AUROC (each positive beats the negatives below it, half credit for ties), step-wise AP and
+    F1-max = max 2TP / (TP + FP + P), all at the groups that hold positives."""
+    positives, negatives = int(g.tp[-1]), g.negatives
+    beaten = 2 * negatives - g.fp_before - g.fp  # twice the negatives below, ties counted half
+    auroc = int(torch.sum(g.pos_in * beaten)) / (2 * positives * negatives)
+    precision = g.tp.double() / (g.tp + g.fp).double()
+    ap = float(torch.sum(g.pos_in.double() * precision)) / positives
+    f1 = float(torch.max(2 * g.tp.double() / (g.tp + g.fp + positives).double()))
+    return auroc, ap, f1
 
 
 def _undefined(what: str, positives: int, negatives: int) -> bool:
@@ -141,8 +160,7 @@ def ranking_metrics(
     positives = int(labels.sum())
     if _undefined(what, positives, labels.numel() - positives):
         return math.nan, math.nan, math.nan
-    tps, fps, _ = _curve_counts(scores, labels.int(), None, bins, what)
-    return _curve_metrics(tps, fps)
+    return _curve_metrics(_groups(scores, labels.int(), None, bins, what))
 
 
 def region_labels(masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,15 +208,18 @@ def pixel_metrics(
         return dict.fromkeys(PIXEL_METRICS, math.nan)
     labelled, weights = region_labels(masks)
     device = anomaly_maps.device
-    tps, fps, pro = _curve_counts(
+    regions = weights.numel() - 1
+    g = _groups(
         anomaly_maps.flatten(), labelled.flatten().to(device), weights.to(device), bins, "pixel metrics"
     )
-    auroc, ap, f1 = _curve_metrics(tps, fps)
-    fpr = fps.double() / fps[-1]
-    pro = pro / (weights.numel() - 1)
+    auroc, ap, f1 = _curve_metrics(g)
+    # the PRO curve's corners: entering and leaving each group with positives; flat stretches between
+    fpr = torch.stack([g.fp_before, g.fp], 1).flatten().double() / g.negatives
+    pro_before = torch.cat([g.pro.new_zeros(1), g.pro[:-1]])
+    pro = torch.stack([pro_before, g.pro], 1).flatten() / regions
     zero, one = fpr.new_zeros(1), fpr.new_ones(1)
-    fpr = torch.cat([zero, fpr.clamp(max=1.0), one])
-    pro = torch.cat([zero, pro.clamp(max=1.0), one])
+    fpr = torch.cat([zero, fpr.clamp(max=1.0), one, one])
+    pro = torch.cat([zero, pro.clamp(max=1.0), pro[-1:].clamp(max=1.0), one])
     return {"P-AUROC": auroc, "P-AP": ap, "P-F1max": f1, "AUPRO": _integrate_pro(fpr, pro, fpr_limit)}
 
 
