@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.test_metrics import blob_data
+from tests.synthetic_maps import blob_data
 from uad.callbacks.evaluation import Evaluator
 from uad.metrics import EvalProtocol
 from uad.metrics.stateful import AUPRO, ImageMetrics, PixelMetrics

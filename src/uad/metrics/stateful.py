@@ -50,15 +50,23 @@ class IndexedMetric(Metric):
         self.index.append(index)
 
     def records(self) -> dict[str, Tensor]:
-        """The states concatenated, one row per dataset index (the first of repeats), sorted by index."""
+        """The states concatenated, one row per dataset index (the first of repeats), sorted by index.
+        The concatenation replaces the per-batch lists, and rows already in order are not copied again,
+        so the maps are held once, not three times."""
         if not self.update_called:
             raise RuntimeError(f"{type(self).__name__}: no update() before compute()")
-        state = {name: dim_zero_cat(getattr(self, name)) for name in self.fields}
-        index = state["index"].long()
+        state = {}
+        for name in self.fields:
+            state[name] = dim_zero_cat(getattr(self, name))
+            if not self._is_synced:
+                setattr(self, name, [state[name]])
+        index = state["index"]
         order = torch.argsort(index, stable=True)
         first = torch.ones_like(order, dtype=torch.bool)
         first[1:] = index[order][1:] != index[order][:-1]
         keep = order[first]
+        if torch.equal(keep, torch.arange(len(index))):
+            return state
         return {name: value[keep] for name, value in state.items()}
 
 
