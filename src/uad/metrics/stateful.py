@@ -8,6 +8,9 @@ pads the test set by repeating samples, and a repeated image would change AUROC 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -38,6 +41,11 @@ class IndexedMetric(Metric):
         self.fields = ("index", *fields)
         for name in self.fields:
             self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def sync(self, dist_sync_fn: Callable | None = None, *args: Any, **kwargs: Any) -> None:
+        """Metric.sync, gathering with this metric's own `dist_sync_fn` unless told otherwise (a plain
+        `sync()` would use torchmetrics' `gather_all_tensors`, which NCCL refuses for CPU states)."""
+        super().sync(dist_sync_fn or self.dist_sync_fn, *args, **kwargs)
 
     def _append(self, index: Tensor, **rows: Tensor) -> None:
         index = torch.as_tensor(index).detach().cpu().long().flatten()
