@@ -21,13 +21,14 @@ def elu_feature_map(x: Tensor) -> Tensor:
 def linear_attention(q: Tensor, k: Tensor, v: Tensor, eps: float = 0.0) -> Tensor:
     """out_i = phi(q_i)^T (sum_s phi(k_s) v_s^T) / (phi(q_i) . sum_s phi(k_s) + eps).
 
-    q, k, v: (..., N, d). Computed in float32 whatever the autocast dtype (the normaliser is a long sum of
-    positive terms, which fp16 / bf16 round badly; the official README reports NaNs in fp16).
+    q, k, v: (..., N, d). Computed in (at least) float32 whatever the autocast dtype (the normaliser is a
+    long sum of positive terms, which fp16 / bf16 round badly; the official README reports NaNs in fp16).
     `eps` = 0 is the official kernel; its README suggests 1e-6 if NaNs appear.
     """
     dtype = q.dtype
+    work = torch.promote_types(dtype, torch.float32)
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v = elu_feature_map(q.float()), elu_feature_map(k.float()), v.float()
+        q, k, v = elu_feature_map(q.to(work)), elu_feature_map(k.to(work)), v.to(work)
         kv = torch.einsum("...sd,...se->...de", k, v)  # (..., d, d)
         normaliser = torch.einsum("...nd,...d->...n", q, k.sum(dim=-2)) + eps  # (..., N)
         out = torch.einsum("...nd,...de->...ne", q, kv) / normaliser.unsqueeze(-1)  # (..., N, d)
