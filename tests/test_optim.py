@@ -97,6 +97,12 @@ def test_warmup_cosine_follows_the_official_schedule():
     assert seen[0] == 0.0  # the first optimiser step uses lr 0
 
 
+def test_a_run_shorter_than_its_warmup_stays_on_the_warmup_line():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosineLR(opt, total_steps=3, warmup_steps=5, final_ratio=0.1)
+    assert [sched.factor(s) for s in range(5)] == [0.0, 0.25, 0.5, 0.1, 0.1]
+
+
 def test_warmup_cosine_needs_a_horizon():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match=r"trainer\.max_steps"):

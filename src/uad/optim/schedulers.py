@@ -14,7 +14,8 @@ class WarmupCosineLR(LRScheduler):
     With base lr b (each group's initial lr), final lr f = b * final_ratio, warm-up W and total T steps:
     steps 0..W-1 go linearly from b * warmup_start_ratio to b (numpy `linspace`, so step 0 uses the start
     value and step W-1 uses b); step W + i (i < T - W) uses f + (b - f)(1 + cos(pi i / (T - W))) / 2;
-    from step T on, f. Step with `interval: step`.
+    from step T on, f (a run shorter than its warm-up stops on the warm-up line, as the official schedule).
+    Step with `interval: step`.
     """
 
     def __init__(
@@ -26,10 +27,10 @@ class WarmupCosineLR(LRScheduler):
         warmup_start_ratio: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if total_steps <= warmup_steps:
+        if total_steps <= 0 or warmup_steps < 0:
             raise ValueError(
-                f"WarmupCosineLR: total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}); "
-                "set trainer.max_steps (or method.scheduler.total_steps) to the length of the run"
+                f"WarmupCosineLR: total_steps ({total_steps}) must be > 0 and warmup_steps ({warmup_steps}) "
+                ">= 0; set trainer.max_steps (or method.scheduler.total_steps) to the length of the run"
             )
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
