@@ -172,6 +172,17 @@ def test_loss_follows_the_mining_schedule_and_trains_only_the_decoder():
     assert all(p.grad is not None for p in model.trainable_parameters())
 
 
+def test_bf16_autocast_trains_with_float32_loss_and_map():
+    model = _small_vit().train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 3, 56, 56))
+        loss = model.loss(out)["loss"]
+    assert out["decoder_groups"][0].dtype == torch.bfloat16
+    assert loss.dtype == out["anomaly_map"].dtype == torch.float32
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.trainable_parameters())
+
+
 def test_mvtec_recipe_is_the_official_script(tmp_path):
     cfg = compose_config(["experiment=dinomaly_mvtec"], output_dir=tmp_path)
     assert (cfg.method.name, cfg.backbone.name, cfg.dataset.name, cfg.protocol.name) == (
