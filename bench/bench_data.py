@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ def measure(root: Path, size: int, crop: int | None, cache: bool, workers: int) 
         crop_size=crop,
         cache=cache,
         pin_memory=torch.cuda.is_available(),
-        synthetic=SPEC.__dict__,
+        synthetic=asdict(SPEC),
     )
     start = time.perf_counter()
     dm.setup()

@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from uad.data.dataset import AnomalyDataset
-from uad.data.readers import Catalog, check_counts, open_catalog, select_classes
+from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import build_transform
 from uad.utils.logging import get_logger
@@ -105,6 +105,8 @@ class AnomalyDataModule(LightningDataModule):
         catalog = self.catalog()
         self.class_names = select_classes(catalog, self.requested_classes, self.data_root)
         found = {c: catalog[c]() for c in self.class_names}
+        for name, splits in found.items():
+            log.info("  %s: %d train / %d good + %d defective test", name, *count(splits))
         check_counts(self.name, found, self.strict)
         train = [s for c in self.class_names for s in found[c].train]
         test = [s for c in self.class_names for s in found[c].test]
