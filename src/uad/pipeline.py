@@ -25,6 +25,7 @@ from uad.data.datamodule import AnomalyDataModule
 from uad.encoders import Encoder, get_spec
 from uad.methods.base import AnomalyModel
 from uad.metrics.protocol import EvalProtocol
+from uad.nn import attention as _attention  # noqa: F401  registers the CPU SDPA FLOP formula for describe
 from uad.results import merge_results, print_table, write_results
 from uad.runstatus import RunStatus
 from uad.utils.io import write_json, write_text
@@ -77,7 +78,7 @@ def build_datamodule(
         "image_size": protocol.image_size,
         "crop_size": protocol.crop_size,
         "interpolation": protocol.interpolation,
-        "mask_threshold": protocol.mask_threshold,
+        "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
     }
     if classes is not None:
         overrides["classes"] = classes
