@@ -140,7 +140,7 @@ def log_leaderboard(board: dict[str, Any], sweep_dir: Path, project: str | None 
     try:
         columns = ["run", "status", *IDENTITY, "overrides", *METRIC_NAMES, "error"]
         rows = [
-            [r.name, r.status, *(r.identity.get(k) for k in IDENTITY), r.overrides]
+            [r.name, r.status, *(r.identity.get(k) for k in IDENTITY), r.overrides_text]
             + [r.mean.get(k) for k in METRIC_NAMES]
             + [r.error]
             for r in board["runs"]
