@@ -370,6 +370,21 @@ def test_a_resumed_run_continues_the_wandb_run_of_its_checkpoint(tmp_path):
     assert _run_id(tmp_path / "given", "abc123", str(ckpt)) == "abc123"
 
 
+def test_tensorboard_logger_without_its_package_says_how_to_get_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from uad import loggers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"pip install 'uad\[tensorboard\]'.*logger=csv"):
+        loggers.tensorboard_logger(str(tmp_path))
+
+
 # --- launchers -----------------------------------------------------------------------------------------
 
 
