@@ -22,7 +22,8 @@ from uad.metrics import METRIC_NAMES
 from uad.results import build_results, write_results
 from uad.runstatus import RunStatus
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+PYTHONPATH = os.pathsep.join(p for p in [str(ROOT / "src"), os.environ.get("PYTHONPATH")] if p)
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 PAPER = {"uniad": ["effb4"], "dinomaly": ["dinov2_vitb14_reg", "dinov2_vits14_reg"], "dualad_he": ["wres50"]}
 
 
@@ -185,6 +186,24 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, data_dir):
     assert "no_such_class" in (failed / "error.txt").read_text()
     markdown = (sweep / "leaderboard.md").read_text()
     assert "1 finished, 1 failed" in markdown and "DatasetLayoutError" in markdown
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'uad[sweeps]'")
+    sweep = tmp_path / "sweep"
+    _run_py(
+        "-m",
+        *SWEEP_TINY,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "method.model.bottleneck_dim=16,32",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert len([p for p in sweep.iterdir() if (p / "results.json").is_file()]) == 2
+    assert "2 finished, 0 failed" in (sweep / "leaderboard.md").read_text()
 
 
 def test_a_single_run_still_raises_and_records_the_failure(tiny_cfg):
