@@ -124,14 +124,18 @@ def test_leaderboard_ranks_finished_runs_and_names_failed_ones(tmp_path):
     except ValueError as err:
         RunStatus(tmp_path / "3_broken").failed(err)
 
+    (tmp_path / "4_garbled").mkdir()
+    (tmp_path / "4_garbled" / "results.json").write_text("{not json")
+
     board = leaderboard.build_leaderboard(tmp_path)
-    assert [r.name for r in board["runs"]] == ["0_low", "1_high", "2_separate", "3_broken"]
+    assert [r.name for r in board["runs"]] == ["0_low", "1_high", "2_separate", "3_broken", "4_garbled"]
     markdown = (tmp_path / "leaderboard.md").read_text()
     assert markdown.index("| 1_high") < markdown.index("| 2_separate") < markdown.index("| 0_low")
     assert "`3_broken` (failed): ValueError: out of memory" in markdown
     assert "Traceback" in (tmp_path / "3_broken" / "error.txt").read_text()
     rows = (tmp_path / "leaderboard.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 3 + 1  # header, (a, b, mean) per finished run, one row for the failed run
+    assert "`4_garbled` (unreadable): unreadable results.json" in markdown
+    assert len(rows) == 1 + 3 * 3 + 2  # header, (a, b, mean) per finished run, one row per other run
     assert rows[0].split(",")[:3] == ["run", "status", "method"]
     assert (tmp_path / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*.tmp"))

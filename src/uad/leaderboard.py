@@ -78,15 +78,18 @@ def _identity_from_config(run_dir: Path) -> dict[str, Any]:
 
 def read_run(run_dir: Path, sweep_dir: Path) -> RunRecord:
     status = read_status(run_dir) or {}
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
-    state = status.get("status") or ("finished" if results else "unknown")
+    results_path, results, unreadable = run_dir / "results.json", None, None
+    try:
+        results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    except (OSError, json.JSONDecodeError) as err:  # not ours (writes are atomic): name it, go on
+        unreadable = f"unreadable results.json: {err}"
+    state = "unreadable" if unreadable else status.get("status") or ("finished" if results else "unknown")
     if results is not None:
         identity = {key: results.get("run", {}).get(key) for key in IDENTITY}
         identity["protocol"] = results.get("protocol", {}).get("name", identity["protocol"])
     else:
         identity = _identity_from_config(run_dir)
-    error = status.get("error")
+    error = unreadable or status.get("error")
     if state == "failed" and not error and (run_dir / ERROR_FILE).is_file():
         error = (run_dir / ERROR_FILE).read_text().strip().splitlines()[-1]
     return RunRecord(
