@@ -210,7 +210,9 @@ def write_heatmap(runs: list[RunRecord], path: Path) -> Path | None:
         if values.size <= 400:
             for (y, x), v in np.ndenumerate(values):
                 if np.isfinite(v):
-                    ax.text(x, y, f"{v:.1f}", ha="center", va="center", fontsize=6, color="white")
+                    light = image.norm(v) > 0.6  # viridis turns yellow: dark text there
+                    colour = "black" if light else "white"
+                    ax.text(x, y, f"{v:.1f}", ha="center", va="center", fontsize=6, color=colour)
         fig.colorbar(image, ax=ax, shrink=0.8)
     return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110), mode="wb")
 
