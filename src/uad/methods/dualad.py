@@ -1,0 +1,213 @@
+"""DualAD: coupled wide-shallow and narrow-deep reconstruction networks (Electronics 2025; cyhaan/DualAD).
+
+The frozen encoder's levels are average-pooled to stride 16 and concatenated (MFAA), giving C-channel
+tokens on an h x w grid. In training they are perturbed into pseudo-anomalies (Gaussian noise scaled per
+image and channel by the spatial std); the target is always the clean features.
+
+- The **wide-shallow network (WSN)** embeds the tokens into a wide space (1024 = S streams x 256) that is
+  cut into S narrow streams, and at the end decodes the concatenated NDN outputs back to C channels.
+  **He** (heterogeneous): an MLP pair, and every stream is re-read from its own memory module (cosine
+  addressing, hard shrinkage), which pulls anomalous tokens towards stored normal patterns.
+  **Ho** (homogeneous): wide transformer stages, an encoder after the input projection and a decoder with
+  learned queries before the output projection; no memory.
+- The **narrow-deep network (NDN)**, shared by both: a transformer encoder on the sum of the streams and
+  a decoder whose layer k takes stream k as its query; the outputs of all its layers are concatenated.
+  All attention hides each token's own 7 x 7 neighbourhood; one learned 2-D positional code serves every
+  layer (projected to the WSN width in Ho).
+
+Loss: the sum over backbone levels of each level's MSE. Map: the product over levels of each level's
+RMS error, upsampled bilinearly (align_corners=True) to the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uad.encoders import Encoder
+from uad.methods.base import AnomalyModel
+from uad.nn.align import align_avgpool
+from uad.nn.attention import (
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    neighbour_mask,
+)
+from uad.nn.init import xavier_linear_
+from uad.nn.level_error import level_mse_sum, level_rms_product
+from uad.nn.memory import MemoryModule
+from uad.nn.noise import SpatialNoise
+from uad.nn.pos_embed import LearnedPositionalEmbedding2d
+
+VARIANTS = ("he", "ho")
+
+
+class WideMLP(nn.Module):
+    """He's WSN half: Linear -> ReLU -> Linear, token-wise (positions and masks are not used)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: Tensor, pos: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.net(x)
+
+
+class WideEncoder(nn.Module):
+    """Ho's WSN input: Linear C -> W, then `num_layers` masked transformer encoder layers at width W."""
+
+    def __init__(
+        self, in_dim: int, width: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float
+    ):
+        super().__init__()
+        self.proj = nn.Linear(in_dim, width)
+        layer = TransformerEncoderLayer(width, num_heads, ffn_dim, dropout, attn_dropout=0.0)
+        self.encoder = TransformerEncoder(layer, num_layers)
+
+    def forward(self, x: Tensor, pos: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.encoder(self.proj(x), pos, mask)
+
+
+class WideDecoder(nn.Module):
+    """Ho's WSN output: `num_layers` decoder layers at width W, each with its own learned query (N(0, 1),
+    one per grid position) attending to the NDN output and to the previous layer; then Linear W -> C."""
+
+    def __init__(
+        self,
+        width: int,
+        out_dim: int,
+        num_tokens: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.queries = nn.ParameterList(torch.randn(num_tokens, width) for _ in range(num_layers))  # (N, W)
+        layer = TransformerDecoderLayer(width, num_heads, ffn_dim, dropout, attn_dropout=0.0)
+        self.decoder = TransformerDecoder(layer, num_layers)
+        self.proj = nn.Linear(width, out_dim)
+
+    def forward(self, x: Tensor, pos: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.proj(self.decoder(list(self.queries), x, pos, mask)[-1])
+
+
+class DualAD(AnomalyModel):
+    """DualAD He or Ho (`variant`) on a frozen encoder; defaults are the official MVTec/VisA config."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        variant: str = "he",
+        hidden_dim: int = 256,
+        num_streams: int = 4,
+        num_encoder_layers: int = 4,
+        num_heads: int = 8,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        wsn_ratio: float = 4.0,
+        wsn_layers: int = 2,
+        memory_slots: int = 196,
+        memory_scale: float = 1.0,
+        shrink_threshold: float | None = None,
+        noise_scale: float = 3.2,
+        neighbor_size: int = 7,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(encoder, **kwargs)
+        if variant not in VARIANTS:
+            raise ValueError(f"method.model.variant '{variant}' is not one of {VARIANTS}")
+        self.variant = variant
+        self.levels = list(encoder.channels)
+        self.grid = self._grid(encoder)
+        self.neighbor_size = neighbor_size
+        channels, width = sum(self.levels), hidden_dim * num_streams
+        wide_hidden = int(width * wsn_ratio)
+
+        self.noise = SpatialNoise(noise_scale)
+        self.pos_embed = LearnedPositionalEmbedding2d(self.grid, hidden_dim)
+        if variant == "he":
+            self.wsn_in = WideMLP(channels, wide_hidden, width)
+            self.memories = nn.ModuleList(
+                MemoryModule(memory_slots, hidden_dim, memory_scale, shrink_threshold)
+                for _ in range(num_streams)
+            )
+            self.pos_proj = None
+            self.wsn_out = WideMLP(width, wide_hidden, channels)
+        else:
+            self.wsn_in = WideEncoder(channels, width, wsn_layers, num_heads, wide_hidden, dropout)
+            self.memories = None
+            self.pos_proj = nn.Linear(hidden_dim, width)  # the NDN's positional code, lifted to the WSN
+            num_tokens = self.grid[0] * self.grid[1]
+            self.wsn_out = WideDecoder(
+                width, channels, num_tokens, wsn_layers, num_heads, wide_hidden, dropout
+            )
+        self.ndn_encoder = TransformerEncoder(
+            TransformerEncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attn_dropout=0.0),
+            num_encoder_layers,
+        )
+        self.ndn_decoder = TransformerDecoder(
+            TransformerDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attn_dropout=0.0), num_streams
+        )
+        for module in (self.wsn_in, self.pos_proj, self.wsn_out, self.ndn_encoder, self.ndn_decoder):
+            if module is not None:
+                xavier_linear_(module)  # the official initializer; memories, queries, positions keep theirs
+
+    @classmethod
+    def default_taps(cls, spec) -> tuple[int, ...] | None:
+        """CNNs: the stages up to stride 16 (ResNets layer1-3, EfficientNets blocks to the 160/112-ch
+        stage), as the registry's taps. ViTs: every third block, the last included (ViT-S: 2, 5, 8, 11)."""
+        if spec.kind == "cnn":
+            return spec.taps
+        depth = 24 if "large" in spec.timm_name else 12
+        return tuple(range(depth // 4 - 1, depth, depth // 4))
+
+    @staticmethod
+    def _grid(encoder: Encoder) -> tuple[int, int]:
+        """The stride-16 grid that `align_avgpool` produces for the encoder's input size."""
+        sizes, strides = encoder.grid_sizes(), encoder.strides
+        finest = strides.index(min(strides))
+        side = sizes[finest] // (16 // strides[finest])
+        return side, side
+
+    def forward(self, images: Tensor) -> dict[str, Any]:
+        features = self.encoder.feature_maps(images)  # per level (B, C_l, H_l, W_l)
+        aligned = align_avgpool(features, self.encoder.strides)  # (B, C, h, w)
+        b, c, h, w = aligned.shape
+        if (h, w) != self.grid:
+            raise ValueError(
+                f"DualAD was built for a {self.grid[0]}x{self.grid[1]} feature grid but got {h}x{w}: "
+                "feed images of the protocol's input size (protocol.image_size)"
+            )
+        mask = neighbour_mask(self.grid, self.neighbor_size, aligned.device)  # (N, N), True = attend
+        pos = self.pos_embed()  # (N, D)
+        wide_pos = self.pos_proj(pos) if self.pos_proj is not None else None  # (N, S*D)
+
+        tokens = self.noise(aligned.flatten(2).transpose(1, 2))  # (B, N, C), pseudo-anomalous in training
+        wide = self.wsn_in(tokens, wide_pos, mask)  # (B, N, S*D)
+        streams = list(wide.chunk(len(self.ndn_decoder.layers), dim=-1))  # S x (B, N, D)
+        if self.memories is not None:
+            streams = [memory(s)[1] for memory, s in zip(self.memories, streams)]
+        encoded = self.ndn_encoder(sum(streams), pos, mask)  # (B, N, D)
+        decoded = self.ndn_decoder(streams, encoded, pos, mask)  # S x (B, N, D)
+        rec_tokens = self.wsn_out(torch.cat(decoded, dim=-1), wide_pos, mask)  # (B, N, C)
+
+        reconstruction = rec_tokens.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
+        error = level_rms_product(reconstruction, aligned, self.levels)  # (B, 1, h, w)
+        anomaly_map = F.interpolate(error, size=images.shape[-2:], mode="bilinear", align_corners=True)
+        return {
+            "features": features,
+            "aligned": aligned,
+            "streams": streams,
+            "encoded": encoded,
+            "decoded": decoded,
+            "reconstruction": reconstruction,
+            "anomaly_map": anomaly_map,
+        }
+
+    def loss(self, outputs: dict[str, Any]) -> Tensor:
+        return level_mse_sum(outputs["reconstruction"], outputs["aligned"], self.levels)

@@ -1,0 +1,129 @@
+"""UniAD (You et al., NeurIPS 2022): a unified reconstruction model for all classes.
+
+The frozen encoder's levels are point-sampled onto the stride-16 grid and concatenated (MFCN neck), the
+tokens are jittered in training (feature jitter), projected to the hidden width, and a transformer with
+neighbour-masked attention reconstructs them: the encoder sees each token only through tokens outside its
+own neighbourhood, which stops it from copying its input ("identical shortcut"), and the decoder restarts
+every layer from a learned query (layer-wise query embedding). The anomaly map is the per-position L2
+reconstruction error, upsampled to the input (bilinear, align_corners=True).
+
+Official code: zhiyuanyou/UniAD, models/reconstructions/uniad.py and models/necks/mfcn.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uad.encoders import Encoder
+from uad.encoders.registry import EncoderSpec
+from uad.methods.base import AnomalyModel
+from uad.nn.align import align_bilinear
+from uad.nn.attention import (
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    neighbour_mask,
+)
+from uad.nn.init import xavier_linear_
+from uad.nn.noise import FeatureJitter
+from uad.nn.pos_embed import build_positional_embedding
+
+
+class UniAD(AnomalyModel):
+    """UniAD on any registry backbone; `mode=describe` at 224 on effb4 gives the official 7,717,392.
+
+    The feature grid is the coarsest tapped level (stride 16 for the CNN taps, the patch grid for a ViT),
+    so the positional code and the queries are sized from `encoder.input_size`. `neighbor_size` is in grid
+    cells (official: 7 at 224; ADer: input / 32, i.e. 8 at 256); null turns the mask off.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        hidden_dim: int = 256,
+        num_heads: int = 8,
+        num_encoder_layers: int = 4,
+        num_decoder_layers: int = 4,
+        ffn_dim: int = 1024,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        neighbor_size: int | Sequence[int] | None = 7,
+        pos_embed: str = "learned",
+        jitter_scale: float = 20.0,
+        jitter_prob: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(encoder, **kwargs)
+        channels = sum(encoder.channels)
+        coarsest = max(range(len(encoder.strides)), key=lambda i: encoder.strides[i])
+        side = encoder.grid_sizes()[coarsest]
+        self.grid = (side, side)
+        self.neighbor_size = (
+            None
+            if neighbor_size is None
+            else tuple((neighbor_size, neighbor_size) if isinstance(neighbor_size, int) else neighbor_size)
+        )
+        if self.neighbor_size is not None:
+            neighbour_mask(self.grid, self.neighbor_size)  # fail at build time, naming the key, if blind
+
+        self.jitter = FeatureJitter(jitter_scale, jitter_prob)
+        self.input_proj = nn.Linear(channels, hidden_dim)
+        self.pos_embed = build_positional_embedding(pos_embed, self.grid, hidden_dim)
+        self.transformer_encoder = TransformerEncoder(
+            TransformerEncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, dropout, activation),
+            num_encoder_layers,
+        )
+        self.transformer_decoder = TransformerDecoder(
+            TransformerDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout, dropout, activation),
+            num_decoder_layers,
+        )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+        self.output_proj = nn.Linear(hidden_dim, channels)
+        for module in (self.input_proj, self.transformer_encoder, self.transformer_decoder, self.output_proj):
+            xavier_linear_(module)  # official `initializer: xavier_uniform`; never the frozen encoder
+        # layer-wise query embeddings, N(0, 1) as the official nn.Embedding
+        self.queries = nn.ParameterList(
+            nn.Parameter(torch.randn(side * side, hidden_dim)) for _ in range(num_decoder_layers)
+        )
+
+    @classmethod
+    def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...]:
+        """The registry's taps: for CNNs the stages up to stride 16 (effb4: blocks 1,5,9,21 = 272 ch, as the
+        official `outlayers: [1,2,3,4]`); for a ViT its tapped blocks, whose patch grid is the token grid."""
+        return spec.taps
+
+    def forward(self, images: Tensor) -> dict[str, Any]:
+        features = self.encoder.feature_maps(images)  # per level (B, C_l, H_l, W_l)
+        aligned = align_bilinear(features, self.grid)  # (B, C, h, w)
+        b, c, h, w = aligned.shape
+        tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        tokens = self.input_proj(self.jitter(tokens))  # (B, h*w, D)
+        pos = self.pos_embed()  # (h*w, D)
+        mask = (
+            None
+            if self.neighbor_size is None
+            else neighbour_mask(self.grid, self.neighbor_size, images.device)
+        )
+        memory = self.transformer_encoder(tokens, pos, mask)  # (B, h*w, D)
+        decoded = self.transformer_decoder(list(self.queries), memory, pos, mask)[-1]  # (B, h*w, D)
+        reconstruction = self.output_proj(self.decoder_norm(decoded))  # (B, h*w, C)
+        reconstruction = reconstruction.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
+        distance = (reconstruction.float() - aligned).pow(2).sum(1, keepdim=True).sqrt()  # (B, 1, h, w)
+        anomaly_map = F.interpolate(distance, size=images.shape[-2:], mode="bilinear", align_corners=True)
+        return {
+            "features": features,
+            "aligned": aligned,
+            "encoded": memory,
+            "reconstruction": reconstruction,
+            "anomaly_map": anomaly_map,  # (B, 1, H, W)
+        }
+
+    def loss(self, outputs: dict[str, Any]) -> Tensor:
+        """FeatureMSELoss: mean squared error to the clean aligned features over all B*C*h*w elements."""
+        return F.mse_loss(outputs["reconstruction"].float(), outputs["aligned"])

@@ -1,0 +1,164 @@
+"""UniAD (uad/methods/uniad.py) through the real configs: official parity, shapes, training, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import compose_config
+from uad import pipeline
+from uad.encoders import Encoder
+from uad.methods.uniad import UniAD
+from uad.metrics import METRIC_NAMES
+
+
+def _official_trainable_count() -> int:
+    """Recount of zhiyuanyou/UniAD models/reconstructions/uniad.py with experiments/MVTec-AD/config.yaml
+    (inplanes [272], feature_size [14, 14], hidden 256, 8 heads, 4 + 4 layers, FFN 1024, learned pos),
+    built from the same torch modules the official classes hold."""
+
+    def count(*modules: nn.Module) -> int:
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    d, ffn, n = 256, 1024, 14 * 14
+    # class TransformerEncoderLayer: self_attn, linear1, linear2, norm1, norm2
+    enc_layer = count(
+        nn.MultiheadAttention(d, 8), nn.Linear(d, ffn), nn.Linear(ffn, d), *[nn.LayerNorm(d)] * 2
+    )
+    # class TransformerDecoderLayer: learned_embed, self_attn, multihead_attn, linear1, linear2, norm1-3
+    dec_layer = count(
+        nn.Embedding(n, d),
+        nn.MultiheadAttention(d, 8),
+        nn.MultiheadAttention(d, 8),
+        nn.Linear(d, ffn),
+        nn.Linear(ffn, d),
+        *[nn.LayerNorm(d)] * 3,
+    )
+    # class UniAD: input_proj, output_proj, PositionEmbeddingLearned (row/col nn.Embedding(14, 128));
+    # class Transformer: 4 encoder layers (no encoder norm: normalize_before False), 4 decoder layers,
+    # decoder_norm
+    return (
+        count(nn.Linear(272, d), nn.Linear(d, 272), nn.Embedding(14, d // 2), nn.Embedding(14, d // 2))
+        + 4 * enc_layer
+        + 4 * dec_layer
+        + count(nn.LayerNorm(d))
+    )
+
+
+def test_parity_with_the_official_model_at_224(tiny_cfg):
+    official = _official_trainable_count()
+    assert official == 7_717_392  # methods.md §4.1, measured independently there
+    cfg = tiny_cfg(
+        "mode=describe",
+        "method=uniad",
+        "backbone=effb4",
+        "backbone.pretrained=false",
+        "protocol.image_size=224",
+    )
+    info = pipeline.run(cfg)
+    assert info["trainable_params"] == official
+    assert info["per_module"]["transformer_encoder"] == 3_159_040
+    assert info["per_module"]["queries"] == 4 * 196 * 256
+    assert info["encoder"]["channels"] == [24, 32, 56, 160] and info["encoder"]["strides"] == [2, 4, 8, 16]
+    shapes = info["shapes"]
+    assert shapes["features"] == [[1, 24, 112, 112], [1, 32, 56, 56], [1, 56, 28, 28], [1, 160, 14, 14]]
+    assert shapes["aligned"] == shapes["reconstruction"] == [1, 272, 14, 14]
+    assert shapes["encoded"] == [1, 196, 256]
+    assert shapes["anomaly_map"] == [1, 1, 224, 224]
+    # multiply-accumulates of the official reconstruction (same layers as above): projections, then per
+    # encoder layer 4 attention projections + QK^T and AV + FFN, per decoder layer twice the attention
+    n, d, c, ffn = 196, 256, 272, 1024
+    attention = 4 * n * d * d + 2 * n * n * d
+    macs = 2 * n * c * d + 4 * (attention + 2 * n * d * ffn) + 4 * (2 * attention + 2 * n * d * ffn)
+    assert info["gmacs_trainable"] == pytest.approx(macs / 1e9, rel=1e-6)  # 1.70 G (methods.md §4.2)
+
+
+def test_protocol_is_the_papers(tiny_cfg):
+    protocol = pipeline.build_protocol(tiny_cfg("method=uniad", "protocol.image_size=224"))
+    assert protocol.name == "uniad224" and protocol.score == "avgpool_max" and protocol.score_kernel == 16
+    assert protocol.smoothing_sigma == 0.0
+
+
+def test_tiny_train_and_evaluate_produces_metrics(tiny_cfg):
+    cfg = tiny_cfg("method=uniad", "method.model.neighbor_size=3")
+    results = pipeline.run(cfg)
+    assert set(results["per_class"]) == {"weave", "nut", "pill"}
+    for metrics in results["per_class"].values():
+        assert all(v is None or 0.0 <= v <= 1.0 for v in metrics.values())
+        assert set(metrics) == set(METRIC_NAMES)
+        assert metrics["I-AUROC"] is not None and metrics["P-AUROC"] is not None
+    assert results["run"]["trainable_params"] > 0
+
+
+def _tiny_model(**kwargs) -> UniAD:
+    encoder = Encoder("effnet_lite0", pretrained=False, taps=(0, 1, 2, 3), input_size=96)
+    return UniAD(encoder, hidden_dim=32, num_heads=4, ffn_dim=64, neighbor_size=3, **kwargs)
+
+
+def test_jitter_and_dropout_only_in_training():
+    torch.manual_seed(0)
+    model = _tiny_model()
+    images = torch.randn(2, 3, 96, 96)
+    model.eval()
+    torch.testing.assert_close(model(images)["anomaly_map"], model(images)["anomaly_map"])
+    model.train()
+    assert not model.encoder.training and model.jitter.training
+    assert not torch.allclose(model(images)["reconstruction"], model(images)["reconstruction"])
+
+
+def test_the_frozen_encoder_is_not_reinitialised_and_heads_are_xavier():
+    torch.manual_seed(0)
+    encoder = Encoder("effnet_lite0", pretrained=False, taps=(0, 1, 2, 3), input_size=96)
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    model = UniAD(encoder, hidden_dim=32, num_heads=4, ffn_dim=64, neighbor_size=3)
+    assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert torch.count_nonzero(model.output_proj.bias) == 0
+    bound = (6 / (32 + sum(encoder.channels))) ** 0.5  # xavier_uniform
+    assert model.output_proj.weight.abs().max() <= bound
+    assert 0.8 < model.queries[0].std().item() < 1.2  # N(0, 1) like nn.Embedding
+
+
+def test_a_blind_neighbourhood_is_refused_naming_the_key(tiny_cfg):
+    cfg = tiny_cfg("method=uniad")  # 64 px -> a 4x4 grid, fully inside a 7x7 neighbourhood
+    with pytest.raises(Exception, match=r"7x7 neighbourhood hides the whole 4x4.*method.model.neighbor_size"):
+        pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+
+
+def test_vit_tokens_are_the_grid(tiny_cfg):
+    cfg = tiny_cfg(
+        "mode=describe",
+        "method=uniad",
+        "backbone=vits16_dino",
+        "backbone.pretrained=false",
+        "protocol.image_size=96",
+        "method.model.neighbor_size=3",
+    )
+    info = pipeline.run(cfg)
+    assert info["shapes"]["aligned"] == [1, 384 * len(info["encoder"]["taps"]), 6, 6]
+    assert info["shapes"]["anomaly_map"] == [1, 1, 96, 96]
+
+
+def test_bf16_autocast_and_sine_positions():
+    torch.manual_seed(0)
+    model = _tiny_model(pos_embed="sine").train()
+    images = torch.randn(2, 3, 96, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = model(images)
+        loss = model.loss(outputs)
+    loss.backward()
+    assert outputs["anomaly_map"].dtype == torch.float32 and torch.isfinite(outputs["anomaly_map"]).all()
+    assert torch.isfinite(loss) and model.input_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("experiment", "grid", "neighbourhood", "epochs", "clip"),
+    [("uniad_mvtec", 14, 7, 1000, 0.1), ("uniad_ader256", 16, 8, 100, 5.0), ("uniad_visa", 16, 8, 100, 5.0)],
+)
+def test_paper_recipes_compose_and_build(experiment, grid, neighbourhood, epochs, clip):
+    cfg = compose_config([f"experiment={experiment}", "backbone.pretrained=false"])
+    assert cfg.trainer.max_epochs == epochs and cfg.trainer.gradient_clip_val == clip
+    assert cfg.method.optimizer.lr == 1e-4 and cfg.dataset.batch_size == 8
+    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+    assert model.grid == (grid, grid) and model.neighbor_size == (neighbourhood, neighbourhood)
