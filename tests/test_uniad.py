@@ -154,7 +154,7 @@ def test_bf16_autocast_and_sine_positions():
 
 @pytest.mark.parametrize(
     ("experiment", "grid", "neighbourhood", "epochs", "clip"),
-    [("uniad_mvtec", 14, 7, 1000, 0.1), ("uniad_ader256", 16, 8, 100, 5.0), ("uniad_visa", 16, 8, 100, 5.0)],
+    [("uniad_mvtec", 14, 7, 1000, 0.1), ("uniad_ader256", 16, 8, 100, 5.0), ("uniad_visa", 14, 7, 1000, 0.1)],
 )
 def test_paper_recipes_compose_and_build(experiment, grid, neighbourhood, epochs, clip):
     cfg = compose_config([f"experiment={experiment}", "backbone.pretrained=false"])
