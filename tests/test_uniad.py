@@ -8,7 +8,7 @@ from torch import nn
 
 from tests.conftest import compose_config
 from uad import pipeline
-from uad.encoders import Encoder
+from uad.encoders import Encoder, get_spec, list_encoders
 from uad.methods.uniad import UniAD
 from uad.metrics import METRIC_NAMES
 from uad.nn.attention import neighbour_mask
@@ -207,3 +207,15 @@ def test_forward_equals_the_official_computation():
     pred = torch.sqrt(((rec - aligned) ** 2).sum(1, keepdim=True))
     expected = nn.UpsamplingBilinear2d(scale_factor=16)(pred)  # the official map upsampling
     torch.testing.assert_close(ours["anomaly_map"], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", [n for n in list_encoders() if get_spec(n).kind == "cnn"])
+def test_every_cnn_backbone_gets_its_taps_and_grid(backbone):
+    spec = get_spec(backbone)
+    encoder = Encoder(backbone, pretrained=False, taps=UniAD.default_taps(spec), input_size=64)
+    model = UniAD(encoder, hidden_dim=32, num_heads=4, ffn_dim=64, neighbor_size=3).eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(1, 3, 64, 64))
+    assert max(encoder.strides) == 16 and model.grid == (4, 4)
+    assert outputs["aligned"].shape == (1, sum(encoder.channels), 4, 4)
+    assert outputs["anomaly_map"].shape == (1, 1, 64, 64)

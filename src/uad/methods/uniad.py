@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uad.encoders import Encoder
-from uad.encoders.registry import EncoderSpec
+from uad.encoders import Encoder, EncoderSpec
 from uad.methods.base import AnomalyModel
 from uad.nn.align import align_bilinear
 from uad.nn.attention import (
