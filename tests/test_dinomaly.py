@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import open_dict
 
 from tests.conftest import CONF_DIR, compose_config
 from uad import pipeline
 from uad.encoders import Encoder
 from uad.encoders.encoder import resample_grid_pos_embed
 from uad.methods.dinomaly import Dinomaly, default_heads
+from uad.optim import StableAdamW
 
 # Trainable parameters (bottleneck bMlp + 8 decoder Blocks with LinearAttention2) of the official ViTill,
 # recounted from guojiajeremy/Dinomaly (dinomaly_mvtec_uni.py building models/uad.py ViTill with
@@ -181,6 +183,22 @@ def test_bf16_autocast_trains_with_float32_loss_and_map():
     assert loss.dtype == out["anomaly_map"].dtype == torch.float32
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.trainable_parameters())
+
+
+def test_optimiser_from_the_method_config(tmp_path):
+    cfg = compose_config(["method=dinomaly", "backbone=dinov2_vits14_reg", "backbone.pretrained=false"])
+    with open_dict(cfg):
+        cfg.protocol.crop_size = 56
+    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+    optimizer = model.configure_optimizers()  # no trainer, epoch-based config: no horizon, optimiser only
+    assert isinstance(optimizer, StableAdamW)
+    assert optimizer.defaults["eps"] == 1e-10 and optimizer.defaults["amsgrad"]
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 15_377_280
+    with open_dict(cfg):
+        cfg.trainer.max_steps = 50
+    model = pipeline.build_model(cfg, model.encoder)
+    scheduler = model.configure_optimizers()["lr_scheduler"]
+    assert scheduler["interval"] == "step" and scheduler["scheduler"].total_steps == 50
 
 
 def test_mvtec_recipe_is_the_official_script(tmp_path):
