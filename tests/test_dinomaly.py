@@ -4,6 +4,7 @@ embedding), the CNN variant, the recipes, and a tiny train + evaluate through th
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from omegaconf import open_dict
@@ -146,6 +147,28 @@ def test_positional_embedding_is_resampled_as_the_official_dinov2():
     timm_way = resample_abs_pos_embed(net.pos_embed, (28, 28), (37, 37), num_prefix_tokens=0)
     assert not torch.allclose(timm_way, official, atol=1e-3)
     assert resample_grid_pos_embed(net.pos_embed, (37, 37), 0.1) is net.pos_embed
+
+
+def test_official_dinov2_weights_file_loads_offline(tmp_path):
+    """The official `dinov2_vits14_reg4_pretrain.pth` layout (cls position inside pos_embed, register_tokens,
+    mask_token) loads through backbone.weights with no resampling: the model keeps the 37 x 37 grid."""
+    torch.manual_seed(0)
+    source = timm.create_model("vit_small_patch14_reg4_dinov2", img_size=518, num_classes=0).state_dict()
+    cls_pos = torch.randn(1, 1, 384)
+    official = {k: v for k, v in source.items() if k not in ("cls_token", "reg_token", "pos_embed")}
+    official |= {
+        "cls_token": source["cls_token"] - cls_pos,
+        "register_tokens": source["reg_token"],
+        "pos_embed": torch.cat([cls_pos, source["pos_embed"]], dim=1),  # (1, 1 + 37 * 37, 384)
+        "mask_token": torch.zeros(1, 384),
+    }
+    path = tmp_path / "dinov2_vits14_reg4_pretrain.pth"
+    torch.save(official, path)
+    encoder = Encoder("dinov2_vits14_reg", pretrained=True, weights=str(path), input_size=392)
+    assert encoder.weights_source == str(path)
+    loaded = encoder.net.state_dict()
+    for key in ("pos_embed", "cls_token", "reg_token", "blocks.9.mlp.fc2.weight"):
+        torch.testing.assert_close(loaded[key], source[key])
 
 
 def test_cnn_variant_splits_the_aligned_stages_into_two_groups():
