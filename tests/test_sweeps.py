@@ -22,7 +22,8 @@ from uad.metrics import METRIC_NAMES
 from uad.results import build_results, write_results
 from uad.runstatus import RunStatus
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+PYTHONPATH = os.pathsep.join(p for p in [str(ROOT / "src"), os.environ.get("PYTHONPATH")] if p)
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 PAPER = {"uniad": ["effb4"], "dinomaly": ["dinov2_vitb14_reg", "dinov2_vits14_reg"], "dualad_he": ["wres50"]}
 
 
@@ -61,6 +62,15 @@ def test_swept_methods_run_on_their_paper_backbones_unless_a_backbone_is_given()
     assert _jobs("method=uniad,featrec", "backbone=wres50") == [
         ["method=uniad", "backbone=wres50"],
         ["method=featrec", "backbone=wres50"],
+    ]
+
+
+def test_jobs_get_the_paper_recipe_of_their_method_and_dataset_when_there_is_one():
+    parsed = OverridesParser.create().parse_overrides(["method=dualad_ho,featrec", "dataset=mvtec"])
+    jobs = expand_suite(parsed, [], [], {"dualad_ho": ["wres50"]}, recipes={"dualad_mvtec", "uniad_mvtec"})
+    assert jobs == [
+        ["method=dualad_ho", "dataset=mvtec", "backbone=wres50", "experiment=dualad_mvtec"],
+        ["method=featrec", "dataset=mvtec"],
     ]
 
 
@@ -114,14 +124,18 @@ def test_leaderboard_ranks_finished_runs_and_names_failed_ones(tmp_path):
     except ValueError as err:
         RunStatus(tmp_path / "3_broken").failed(err)
 
+    (tmp_path / "4_garbled").mkdir()
+    (tmp_path / "4_garbled" / "results.json").write_text("{not json")
+
     board = leaderboard.build_leaderboard(tmp_path)
-    assert [r.name for r in board["runs"]] == ["0_low", "1_high", "2_separate", "3_broken"]
+    assert [r.name for r in board["runs"]] == ["0_low", "1_high", "2_separate", "3_broken", "4_garbled"]
     markdown = (tmp_path / "leaderboard.md").read_text()
     assert markdown.index("| 1_high") < markdown.index("| 2_separate") < markdown.index("| 0_low")
     assert "`3_broken` (failed): ValueError: out of memory" in markdown
     assert "Traceback" in (tmp_path / "3_broken" / "error.txt").read_text()
     rows = (tmp_path / "leaderboard.csv").read_text().splitlines()
-    assert len(rows) == 1 + 3 * 3 + 1  # header, (a, b, mean) per finished run, one row for the failed run
+    assert "`4_garbled` (unreadable): unreadable results.json" in markdown
+    assert len(rows) == 1 + 3 * 3 + 2  # header, (a, b, mean) per finished run, one row per other run
     assert rows[0].split(",")[:3] == ["run", "status", "method"]
     assert (tmp_path / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*.tmp"))
@@ -176,6 +190,24 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, data_dir):
     assert "no_such_class" in (failed / "error.txt").read_text()
     markdown = (sweep / "leaderboard.md").read_text()
     assert "1 finished, 1 failed" in markdown and "DatasetLayoutError" in markdown
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="pip install 'uad[sweeps]'")
+    sweep = tmp_path / "sweep"
+    _run_py(
+        "-m",
+        *SWEEP_TINY,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "method.model.bottleneck_dim=16,32",
+        f"paths.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert len([p for p in sweep.iterdir() if (p / "results.json").is_file()]) == 2
+    assert "2 finished, 0 failed" in (sweep / "leaderboard.md").read_text()
 
 
 def test_a_single_run_still_raises_and_records_the_failure(tiny_cfg):
@@ -256,6 +288,29 @@ def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_pa
     assert command[-3] == f'hydra.run.dir="{job_dir}"' and cwd == str(tmp_path)
 
 
+def test_sweep_jobs_take_gpus_round_robin(tiny_cfg, monkeypatch):
+    """Job i of a multirun runs on GPU i mod N when it asks for one device of several."""
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = _hydra_cfg()
+    with open_dict(hydra_cfg):
+        hydra_cfg.hydra.mode = RunMode.MULTIRUN
+        hydra_cfg.hydra.job.num = 5
+    HydraConfig.instance().set_config(hydra_cfg)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    try:
+        gpu, cpu = tiny_cfg("trainer.accelerator=gpu"), tiny_cfg()
+        two = tiny_cfg("trainer.accelerator=gpu", "trainer.devices=2")
+        for cfg in (gpu, cpu, two):
+            pipeline.pin_job_device(cfg)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert list(gpu.trainer.devices) == [1]
+    assert cpu.trainer.devices == 1 and two.trainer.devices == 2
+
+
 # --- checkpoints and resume ----------------------------------------------------------------------------
 
 
@@ -316,6 +371,41 @@ def test_wandb_offline_run_holds_the_table_and_the_overlays(tiny_cfg, monkeypatc
     assert list(media.glob("images/test/overlays_*.png"))
     run_id = (out / "wandb_run_id.txt").read_text().strip()
     assert run_id in run_dir.name
+
+    from uad.loggers import log_leaderboard
+
+    sweep = out.parent
+    log_leaderboard(leaderboard.build_leaderboard(sweep), sweep, project="uad")
+    (board_dir,) = (sweep / "wandb").glob("offline-run-*")
+    assert list((board_dir / "files" / "media").glob("table/leaderboard_*.table.json"))
+    assert list((board_dir / "files" / "media").glob("images/leaderboard_heatmap_*.png"))
+
+
+def test_a_resumed_run_continues_the_wandb_run_of_its_checkpoint(tmp_path):
+    from uad.loggers import RUN_ID_FILE, _run_id
+
+    first = _run_id(tmp_path / "first", None, None)
+    assert len(first) == 8 and (tmp_path / "first" / RUN_ID_FILE).read_text().strip() == first
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    assert _run_id(tmp_path / "resumed", None, str(ckpt)) == first
+    assert (tmp_path / "resumed" / RUN_ID_FILE).read_text().strip() == first
+    assert _run_id(tmp_path / "other", None, None) != first
+    assert _run_id(tmp_path / "given", "abc123", str(ckpt)) == "abc123"
+
+
+def test_tensorboard_logger_without_its_package_says_how_to_get_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from uad import loggers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a),
+    )
+    with pytest.raises(ImportError, match=r"pip install 'uad\[tensorboard\]'.*logger=csv"):
+        loggers.tensorboard_logger(str(tmp_path))
 
 
 # --- launchers -----------------------------------------------------------------------------------------

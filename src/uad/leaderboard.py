@@ -40,14 +40,14 @@ class RunRecord:
     name: str
     status: str
     identity: dict[str, Any]
-    overrides: str
+    overrides: list[str]
     per_class: dict[str, dict[str, float | None]] = field(default_factory=dict)
     mean: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
 
-
-def _is_run_dir(path: Path) -> bool:
-    return (path / "results.json").is_file() or (path / STATUS_FILE).is_file()
+    @property
+    def overrides_text(self) -> str:
+        return " ".join(self.overrides)
 
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
@@ -56,18 +56,14 @@ def find_run_dirs(sweep_dir: Path) -> list[Path]:
     for candidate in sorted(
         {p.parent for name in ("results.json", STATUS_FILE) for p in sweep_dir.rglob(name)}
     ):
-        if any(parent in found for parent in candidate.parents):
-            continue
-        if _is_run_dir(candidate):
+        if not any(parent in found for parent in candidate.parents):
             found.append(candidate)
     return found
 
 
-def _overrides(run_dir: Path) -> str:
+def _overrides(run_dir: Path) -> list[str]:
     path = run_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return ""
-    return " ".join(str(o) for o in OmegaConf.load(path))
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
 
 
 def _identity_from_config(run_dir: Path) -> dict[str, Any]:
@@ -76,22 +72,24 @@ def _identity_from_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     cfg = OmegaConf.load(path)
-    return {key: OmegaConf.select(cfg, f"{key}.name") for key in IDENTITY} | {
-        "setting": OmegaConf.select(cfg, "dataset.setting")
-    }
+    identity = {key: OmegaConf.select(cfg, f"{key}.name") for key in IDENTITY if key != "setting"}
+    return identity | {"setting": OmegaConf.select(cfg, "dataset.setting")}
 
 
 def read_run(run_dir: Path, sweep_dir: Path) -> RunRecord:
     status = read_status(run_dir) or {}
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else None
-    state = status.get("status") or ("finished" if results else "unknown")
+    results_path, results, unreadable = run_dir / "results.json", None, None
+    try:
+        results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    except (OSError, json.JSONDecodeError) as err:  # not ours (writes are atomic): name it, go on
+        unreadable = f"unreadable results.json: {err}"
+    state = "unreadable" if unreadable else status.get("status") or ("finished" if results else "unknown")
     if results is not None:
         identity = {key: results.get("run", {}).get(key) for key in IDENTITY}
         identity["protocol"] = results.get("protocol", {}).get("name", identity["protocol"])
     else:
         identity = _identity_from_config(run_dir)
-    error = status.get("error")
+    error = unreadable or status.get("error")
     if state == "failed" and not error and (run_dir / ERROR_FILE).is_file():
         error = (run_dir / ERROR_FILE).read_text().strip().splitlines()[-1]
     return RunRecord(
@@ -111,9 +109,9 @@ def collect(sweep_dir: str | Path) -> list[RunRecord]:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder '{sweep_dir}' does not exist: pass the folder of a multirun")
     runs = [read_run(run_dir, sweep_dir) for run_dir in find_run_dirs(sweep_dir)]
-    shared = set.intersection(*(set(r.overrides.split()) for r in runs)) if len(runs) > 1 else set()
+    shared = set.intersection(*(set(r.overrides) for r in runs)) if len(runs) > 1 else set()
     for run in runs:  # keep what tells the runs apart (the swept values), not what they all share
-        run.overrides = " ".join(o for o in run.overrides.split() if o not in shared)
+        run.overrides = [o for o in run.overrides if o not in shared]
     return runs
 
 
@@ -131,7 +129,7 @@ def to_csv(runs: list[RunRecord]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["run", "status", *IDENTITY, "overrides", "class", *METRIC_NAMES, "error"])
     for run in runs:
-        head = [run.name, run.status, *(run.identity.get(k) or "" for k in IDENTITY), run.overrides]
+        head = [run.name, run.status, *(run.identity.get(k) or "" for k in IDENTITY), run.overrides_text]
         rows = [*run.per_class.items(), ("mean", run.mean)] if run.status == "finished" else [("", {})]
         for name, metrics in rows:
             values = ["" if metrics.get(k) is None else repr(metrics[k]) for k in METRIC_NAMES]
@@ -156,14 +154,20 @@ def to_markdown(runs: list[RunRecord], sweep_dir: Path) -> str:
     for run in finished:
         cells = [run.name, *(str(run.identity.get(k) or "") for k in ("method", "backbone", "dataset"))]
         cells += [
-            f"`{run.overrides}`" if run.overrides else "",
+            f"`{run.overrides_text}`" if run.overrides else "",
             *(_fmt(run.mean.get(k)) for k in METRIC_NAMES),
         ]
         out.append("| " + " | ".join(cells) + " |")
     if others:
         out += ["", "## Runs without results", ""]
-        out += [f"- `{r.name}` ({r.status}): {r.error or 'no error recorded'}" for r in others]
+        out += [f"- `{r.name}` ({r.status}): {r.error or _no_error(r.status)}" for r in others]
     return "\n".join(out) + "\n"
+
+
+def _no_error(status: str) -> str:
+    return (
+        "still running, or stopped without a trace (killed)" if status == "running" else "no error recorded"
+    )
 
 
 def _heat_table(runs: list[RunRecord], metric: str) -> tuple[list[str], list[list[float]]]:

@@ -8,6 +8,7 @@ id is kept in the run folder, `wandb_run_id.txt`). The leaderboard of a sweep go
 
 from __future__ import annotations
 
+import importlib.util
 import netrc
 import os
 import secrets
@@ -15,7 +16,7 @@ import string
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from uad.utils.io import write_text
@@ -121,6 +122,17 @@ def wandb_logger(
     )
 
 
+def tensorboard_logger(save_dir: str, **kwargs: Any) -> TensorBoardLogger:
+    """Lightning's TensorBoardLogger, or one clear error when no TensorBoard writer is installed (Lightning's
+    own fails only at the first logged value, naming the value)."""
+    if not any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")):
+        raise ImportError(
+            "logger=tensorboard needs the tensorboard package: pip install 'uad[tensorboard]' "
+            "(or pip install tensorboard), or choose logger=csv"
+        )
+    return TensorBoardLogger(save_dir=save_dir, **kwargs)
+
+
 def log_leaderboard(board: dict[str, Any], sweep_dir: Path, project: str | None = None) -> None:
     """Send a sweep's leaderboard (table and heat map) to W&B as one run of the sweep's group."""
     import wandb
@@ -140,7 +152,7 @@ def log_leaderboard(board: dict[str, Any], sweep_dir: Path, project: str | None 
     try:
         columns = ["run", "status", *IDENTITY, "overrides", *METRIC_NAMES, "error"]
         rows = [
-            [r.name, r.status, *(r.identity.get(k) for k in IDENTITY), r.overrides]
+            [r.name, r.status, *(r.identity.get(k) for k in IDENTITY), r.overrides_text]
             + [r.mean.get(k) for k in METRIC_NAMES]
             + [r.error]
             for r in board["runs"]

@@ -374,12 +374,12 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     status = RunStatus(output_dir) if is_rank_zero else None
     failed = False
     try:
+        pin_job_device(cfg)
         if is_rank_zero:
             write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.mode == "describe":
             result = describe(cfg, output_dir)
         else:
-            pin_job_device(cfg)
             if _uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
