@@ -4,14 +4,17 @@ embedding), the CNN variant, the recipes, and a tiny train + evaluate through th
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+from omegaconf import open_dict
 
 from tests.conftest import CONF_DIR, compose_config
 from uad import pipeline
 from uad.encoders import Encoder
 from uad.encoders.encoder import resample_grid_pos_embed
 from uad.methods.dinomaly import Dinomaly, default_heads
+from uad.optim import StableAdamW
 
 # Trainable parameters (bottleneck bMlp + 8 decoder Blocks with LinearAttention2) of the official ViTill,
 # recounted from guojiajeremy/Dinomaly (dinomaly_mvtec_uni.py building models/uad.py ViTill with
@@ -146,6 +149,28 @@ def test_positional_embedding_is_resampled_as_the_official_dinov2():
     assert resample_grid_pos_embed(net.pos_embed, (37, 37), 0.1) is net.pos_embed
 
 
+def test_official_dinov2_weights_file_loads_offline(tmp_path):
+    """The official `dinov2_vits14_reg4_pretrain.pth` layout (cls position inside pos_embed, register_tokens,
+    mask_token) loads through backbone.weights with no resampling: the model keeps the 37 x 37 grid."""
+    torch.manual_seed(0)
+    source = timm.create_model("vit_small_patch14_reg4_dinov2", img_size=518, num_classes=0).state_dict()
+    cls_pos = torch.randn(1, 1, 384)
+    official = {k: v for k, v in source.items() if k not in ("cls_token", "reg_token", "pos_embed")}
+    official |= {
+        "cls_token": source["cls_token"] - cls_pos,
+        "register_tokens": source["reg_token"],
+        "pos_embed": torch.cat([cls_pos, source["pos_embed"]], dim=1),  # (1, 1 + 37 * 37, 384)
+        "mask_token": torch.zeros(1, 384),
+    }
+    path = tmp_path / "dinov2_vits14_reg4_pretrain.pth"
+    torch.save(official, path)
+    encoder = Encoder("dinov2_vits14_reg", pretrained=True, weights=str(path), input_size=392)
+    assert encoder.weights_source == str(path)
+    loaded = encoder.net.state_dict()
+    for key in ("pos_embed", "cls_token", "reg_token", "blocks.9.mlp.fc2.weight"):
+        torch.testing.assert_close(loaded[key], source[key])
+
+
 def test_cnn_variant_splits_the_aligned_stages_into_two_groups():
     torch.manual_seed(0)
     model = Dinomaly(Encoder("effnet_lite0", pretrained=False, input_size=64)).eval()
@@ -181,6 +206,22 @@ def test_bf16_autocast_trains_with_float32_loss_and_map():
     assert loss.dtype == out["anomaly_map"].dtype == torch.float32
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.trainable_parameters())
+
+
+def test_optimiser_from_the_method_config(tmp_path):
+    cfg = compose_config(["method=dinomaly", "backbone=dinov2_vits14_reg", "backbone.pretrained=false"])
+    with open_dict(cfg):
+        cfg.protocol.crop_size = 56
+    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+    optimizer = model.configure_optimizers()  # no trainer, epoch-based config: no horizon, optimiser only
+    assert isinstance(optimizer, StableAdamW)
+    assert optimizer.defaults["eps"] == 1e-10 and optimizer.defaults["amsgrad"]
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 15_377_280
+    with open_dict(cfg):
+        cfg.trainer.max_steps = 50
+    model = pipeline.build_model(cfg, model.encoder)
+    scheduler = model.configure_optimizers()["lr_scheduler"]
+    assert scheduler["interval"] == "step" and scheduler["scheduler"].total_steps == 50
 
 
 def test_mvtec_recipe_is_the_official_script(tmp_path):

@@ -1,4 +1,5 @@
-"""DualAD: its own blocks (memory, pseudo-anomaly noise, per-level loss and map, MFAA aligner)."""
+"""DualAD: parity with the official model, its own blocks (memory, pseudo-anomaly noise, per-level loss and
+map, MFAA aligner), and training and evaluation through the real configs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import compose_config
 from uad import pipeline
 from uad.methods.dualad import DualAD
 from uad.nn.align import align_avgpool
@@ -159,8 +161,6 @@ def test_the_official_counts_follow_the_recount():
 
 @pytest.mark.parametrize("method", ["dualad_he", "dualad_ho"])
 def test_describe_wres50_reports_the_official_parameter_count_and_shapes(method, tmp_path):
-    from tests.conftest import compose_config
-
     cfg = compose_config(
         [f"method={method}", "backbone=wres50", "backbone.pretrained=false", "mode=describe"],
         output_dir=tmp_path,
@@ -183,8 +183,6 @@ def test_describe_wres50_reports_the_official_parameter_count_and_shapes(method,
 
 @pytest.mark.parametrize(("backbone", "method"), [k for k in OFFICIAL if k[0] != "wres50"], ids=str)
 def test_other_backbones_give_the_official_parameter_count(backbone, method, tmp_path):
-    from tests.conftest import compose_config
-
     cfg = compose_config([f"method={method}", f"backbone={backbone}", "backbone.pretrained=false"], tmp_path)
     model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
     assert sum(model.encoder.channels) == CHANNELS[backbone] and model.grid == (14, 14)

@@ -58,8 +58,9 @@ def test_negative_zero_float16_and_float64_scores_rank_like_sklearn():
         assert ours == pytest.approx(ref, abs=1e-9)
 
 
-def test_binned_mode_is_within_1e3_of_exact():
-    *_, maps, masks = blob_data(7, n=30, size=64, heavy=True)
+@pytest.mark.parametrize("heavy", [False, True])
+def test_binned_mode_is_within_1e3_of_exact(heavy):
+    *_, maps, masks = blob_data(7, n=30, size=64, heavy=heavy)
     exact = pixel_metrics(maps, masks)
     binned = pixel_metrics(maps, masks, bins=4096)
     for name in exact:

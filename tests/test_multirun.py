@@ -20,6 +20,7 @@ def test_two_job_multirun_writes_two_result_folders(tmp_path, data_dir):
         str(ROOT / "run.py"),
         "-m",
         *TINY,
+        "method=featrec",
         "dataset.classes=[weave]",
         "method.model.bottleneck_dim=16,32",
         f"paths.data_dir={data_dir}",

@@ -191,6 +191,8 @@ class Dinomaly(AnomalyModel):
         run's length from the trainer, so the cosine ends with the run."""
         factory = self.scheduler_factory
         if isinstance(factory, partial) and (factory.keywords.get("total_steps") or -1) < 0:
+            if self._trainer is None:  # outside a Trainer (a benchmark): nothing would step a scheduler
+                return self.optimizer_factory(self.trainable_parameters())
             steps = int(self.trainer.estimated_stepping_batches)
             self.scheduler_factory = partial(factory, total_steps=steps)
         return super().configure_optimizers()

@@ -62,7 +62,7 @@ class WideEncoder(nn.Module):
 
     def __init__(
         self, in_dim: int, width: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float
-    ):
+    ) -> None:
         super().__init__()
         self.proj = nn.Linear(in_dim, width)
         layer = TransformerEncoderLayer(width, num_heads, ffn_dim, dropout, attn_dropout=0.0)
@@ -85,7 +85,7 @@ class WideDecoder(nn.Module):
         num_heads: int,
         ffn_dim: int,
         dropout: float,
-    ):
+    ) -> None:
         super().__init__()
         self.queries = nn.ParameterList(torch.randn(num_tokens, width) for _ in range(num_layers))  # (N, W)
         layer = TransformerDecoderLayer(width, num_heads, ffn_dim, dropout, attn_dropout=0.0)

@@ -35,6 +35,7 @@ SAMPLE_METRICS = ("S-AUROC", "S-AP", "S-F1max")
 
 _ID_BITS = 31  # region ids below 2**31 share an int64 key with the 32-bit score code
 _ID_MASK = (1 << _ID_BITS) - 1
+_CHUNK = 1 << 22
 
 
 def _codes(scores: Tensor) -> Tensor:
@@ -42,7 +43,10 @@ def _codes(scores: Tensor) -> Tensor:
     if scores.dtype == torch.float64:
         return torch.unique(scores, return_inverse=True)[1].int()  # dense ranks: exact for float64
     bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which compare equal
-    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # negative floats order backwards: flip them
+    flip = bits >> 31  # all ones for negative floats, whose other bits order backwards
+    flip &= 0x7FFFFFFF
+    bits ^= flip
+    return bits
 
 
 class _Groups(NamedTuple):
@@ -68,9 +72,18 @@ def _sort(key: Tensor) -> Tensor:
 
 def _exact_groups(scores: Tensor, ids: Tensor, weights: Tensor | None) -> _Groups:
     """One sort of (score code, id) keys; the positives' tie groups are then found by binary search."""
-    key = _sort((_codes(scores).long() << _ID_BITS) | ids.long())  # (n,) ascending
+    key = _codes(scores).long()  # in place below, in chunks: the keys are the largest array (8 B per pixel)
+    key <<= _ID_BITS
+    for key_part, id_part in zip(key.split(_CHUNK), ids.split(_CHUNK), strict=True):
+        key_part |= id_part
+    key = _sort(key)  # (n,) ascending
     n = key.numel()
-    at = torch.nonzero(key & _ID_MASK).flatten().flip(0)  # positives' positions, highest score first
+    chunks = [
+        torch.nonzero(part & _ID_MASK).flatten() + i * _CHUNK for i, part in enumerate(key.split(_CHUNK))
+    ]
+    at = torch.cat(chunks).flip(
+        0
+    )  # positives' positions, highest score first (chunked: no n-sized temporary)
     pos_key = key[at]
     pos_codes = pos_key >> _ID_BITS
     first = torch.ones_like(pos_codes, dtype=torch.bool)
@@ -170,7 +183,9 @@ def region_labels(masks: Tensor) -> tuple[Tensor, Tensor]:
     within_image = np.zeros((3, 3, 3), dtype=bool)
     within_image[1] = True  # 8-connectivity inside an image, none across the stack
     labelled, regions = ndimage.label(masks.cpu().numpy().astype(bool, copy=False), structure=within_image)
-    sizes = np.bincount(labelled.ravel(), minlength=regions + 1).astype(np.float64)
+    sizes = np.bincount(labelled[labelled > 0], minlength=regions + 1).astype(
+        np.float64
+    )  # defect pixels only
     weights = np.zeros(regions + 1)
     weights[1:] = 1.0 / sizes[1:]
     return torch.from_numpy(labelled.astype(np.int32, copy=False)), torch.from_numpy(weights)

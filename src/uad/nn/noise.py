@@ -34,13 +34,19 @@ class FeatureJitter(nn.Module):
         return feature_jitter(tokens, self.scale)
 
 
-class SpatialNoise(nn.Module):
-    """DualAD's pseudo-anomalies ("spatial" jitter): x + eps * std * scale, eps ~ N(0, I).
+def spatial_noise(tokens: Tensor, scale: float) -> Tensor:
+    """DualAD's pseudo-anomalies ("spatial" jitter): x + eps * std * scale, eps ~ N(0, I); tokens (B, N, C).
 
-    The std is taken per image and per channel over the tokens (unbiased, as `x.var(dim=1).sqrt()` in the
-    official `DualAD.to_anomaly`), so every channel is perturbed in proportion to its own spread across
-    the image; the paper's scale is 3.2. Input and output (B, N, C) tokens.
+    The std is taken per image and per channel over the N tokens (unbiased, as `x.var(dim=1).sqrt()` in
+    the official `DualAD.to_anomaly`), so every channel is perturbed in proportion to its own spread
+    across the image. The paper's scale is 3.2.
     """
+    std = tokens.var(dim=1, keepdim=True).sqrt()  # (B, 1, C)
+    return tokens + torch.randn_like(tokens) * std * scale
+
+
+class SpatialNoise(nn.Module):
+    """`spatial_noise` in training, always (the official config's `prob` is not used); identity in eval."""
 
     def __init__(self, scale: float = 3.2) -> None:
         super().__init__()
@@ -51,8 +57,7 @@ class SpatialNoise(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         if not self.training or self.scale == 0:
             return tokens
-        std = tokens.var(dim=1, keepdim=True).sqrt()  # (B, 1, C)
-        return tokens + torch.randn_like(tokens) * std * self.scale
+        return spatial_noise(tokens, self.scale)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
