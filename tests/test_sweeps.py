@@ -148,7 +148,8 @@ def test_leaderboard_command_names_a_missing_folder(tmp_path):
 
 # --- multiruns through run.py --------------------------------------------------------------------------
 
-SWEEP_TINY = [*TINY, "dataset.classes=[weave]"]
+FEATREC = [*TINY, "method=featrec"]  # the fast baseline, whatever the default method is
+SWEEP_TINY = [*FEATREC, "dataset.classes=[weave]"]
 
 
 @pytest.mark.slow
@@ -178,7 +179,7 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     _run_py(
         "-m",
-        *TINY,
+        *FEATREC,
         "dataset.classes=[weave],[no_such_class]",
         f"paths.data_dir={data_dir}",
         f"hydra.sweep.dir={sweep}",
@@ -211,7 +212,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
 
 
 def test_a_single_run_still_raises_and_records_the_failure(tiny_cfg):
-    cfg = tiny_cfg("dataset.classes=[no_such_class]")
+    cfg = tiny_cfg("method=featrec", "dataset.classes=[no_such_class]")
     with pytest.raises(Exception, match="no_such_class"):
         pipeline.run(cfg)
     status = json.loads((Path(cfg.paths.output_dir) / "status.json").read_text())
@@ -227,7 +228,7 @@ def test_two_process_ddp_in_a_multirun_matches_one_process(tmp_path, data_dir):
     (no second sweep), and evaluation over 11 test images (so the sampler pads one) equals one process's
     evaluation of the same checkpoint."""
     sweep = tmp_path / "sweep"
-    common = [*TINY, "dataset.classes=[weave,nut]", "callbacks=default", "~callbacks.progress"]
+    common = [*FEATREC, "dataset.classes=[weave,nut]", "callbacks=default", "~callbacks.progress"]
     _run_py(
         "-m",
         *common,
@@ -264,14 +265,12 @@ def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_pa
     from hydra.types import RunMode
     from lightning.fabric.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
 
-    cfg = _hydra_cfg("method.model.bottleneck_dim=16")
+    cfg = _hydra_cfg("trainer.max_epochs=3")
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.runtime.cwd = str(tmp_path)
     HydraConfig.instance().set_config(cfg)
-    monkeypatch.setattr(
-        sys, "argv", ["run.py", "-m", "--config-dir", "/cfg", "method.model.bottleneck_dim=16,32"]
-    )
+    monkeypatch.setattr(sys, "argv", ["run.py", "-m", "--config-dir", "/cfg", "trainer.max_epochs=3,4"])
     monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)  # as under `python run.py`, not pytest
     job_dir = tmp_path / "sweep" / "0_job"
     try:
@@ -283,7 +282,7 @@ def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_pa
         str(tmp_path / "run.py"),
         "--config-dir",
         "/cfg",
-        "method.model.bottleneck_dim=16",
+        "trainer.max_epochs=3",
     ]
     assert command[-3] == f'hydra.run.dir="{job_dir}"' and cwd == str(tmp_path)
 
@@ -324,6 +323,7 @@ class KillAfterFirstEpoch(Callback):
 
 def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tiny_cfg, tmp_path):
     schedule = [
+        "method=featrec",
         "trainer.max_epochs=2",
         "trainer.deterministic=true",
         "callbacks=default",
@@ -357,7 +357,7 @@ def test_wandb_offline_run_holds_the_table_and_the_overlays(tiny_cfg, monkeypatc
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    cfg = tiny_cfg("logger=wandb", "dataset.classes=[weave]")
+    cfg = tiny_cfg("method=featrec", "logger=wandb", "dataset.classes=[weave]")
     pipeline.run(cfg)
     out = Path(cfg.paths.output_dir)
     (run_dir,) = (out / "wandb").glob("offline-run-*")
