@@ -193,7 +193,7 @@ def test_folder_of_untidy_factory_images(tmp_path, caplog):
     write_image(root / "tray" / "test" / "good" / "2.png")
     write_image(root / "tray" / "test" / "chip" / "3.png", index=0)
     with caplog.at_level("WARNING"):
-        dm = datamodule(tmp_path, "folder", root)
+        dm = datamodule(tmp_path, "folder", root, "dataset.mask_threshold=0.5")
         items = [dm.test_set[i] for i in range(len(dm.test_set))] + [dm.train_set[i] for i in range(4)]
     assert dm.class_names == ["part", "tray"]
     assert split_counts(dm) == {"part": (3, 1, 2), "tray": (1, 1, 1)}
