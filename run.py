@@ -9,12 +9,12 @@ python run.py -m method=uniad,dinomaly dataset=mvtec,visa
 import hydra
 from omegaconf import DictConfig
 
-from uad.pipeline import run
+from uad.pipeline import objective, run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig) -> float | None:
+    return objective(cfg, run(cfg))  # what a hyperparameter search (hparams_search=optuna) optimises
 
 
 if __name__ == "__main__":

@@ -164,3 +164,17 @@ def test_flop_counter_sees_the_attention_matmuls():
     projections = 4 * 2 * 196 * 256 * 256
     scores_and_values = 2 * 2 * 196 * 196 * 256
     assert counter.get_total_flops() == projections + scores_and_values
+
+
+@pytest.mark.parametrize(("grid", "size"), [((14, 14), (7, 7)), ((16, 16), (8, 8)), ((10, 6), (5, 3))])
+def test_neighbour_mask_equals_the_official_window_loop(grid, size):
+    # zhiyuanyou/UniAD models/reconstructions/uniad.py Transformer.generate_mask: for each query cell the
+    # rows [i - hm//2, i + hm//2 + 1) and columns [j - wm//2, j + wm//2 + 1), clipped, are hidden
+    (h, w), (hm, wm) = grid, size
+    hidden = torch.zeros(h, w, h, w, dtype=torch.bool)
+    for i in range(h):
+        for j in range(w):
+            rows = slice(max(i - hm // 2, 0), min(i + hm // 2 + 1, h))
+            cols = slice(max(j - wm // 2, 0), min(j + wm // 2 + 1, w))
+            hidden[i, j, rows, cols] = True
+    assert torch.equal(neighbour_mask(grid, size), ~hidden.view(h * w, h * w))

@@ -13,12 +13,6 @@ from uad.data.synthetic import DEFECTS
 from uad.metrics import METRIC_NAMES
 
 
-@pytest.fixture
-def tiny_cfg(tiny_cfg):
-    """The pipeline is exercised with the light FeatRec baseline, not the (heavier) default method."""
-    return lambda *overrides: tiny_cfg("method=featrec", *overrides)
-
-
 def _check_results(results: dict, classes: set[str]) -> None:
     assert results["format"] == "uad-results/1"
     assert set(results["per_class"]) == classes

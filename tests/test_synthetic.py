@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from uad.data.samples import discover_mvtec_classes, read_mvtec_split
+from uad.data.samples import read_tree_split, tree_classes
 from uad.data.synthetic import DEFECTS, SyntheticSpec, ensure_synthetic, generate_image
 
 SPEC = SyntheticSpec(seed=3, image_size=96, train_per_class=3, test_good=2, test_per_defect=2)
@@ -20,10 +20,10 @@ def tree(tmp_path_factory):
 
 
 def test_layout_is_mvtec_and_read_by_the_mvtec_loader(tree):
-    assert set(discover_mvtec_classes(tree)) == set(DEFECTS) and len(DEFECTS) >= 3
+    assert set(tree_classes(tree)) == set(DEFECTS) and len(DEFECTS) >= 3
     for class_name, defects in DEFECTS.items():
-        train = read_mvtec_split(tree, class_name, "train")
-        test = read_mvtec_split(tree, class_name, "test")
+        train = read_tree_split(tree, class_name, "train")
+        test = read_tree_split(tree, class_name, "test")
         assert len(train) == SPEC.train_per_class and all(s.label == 0 for s in train)
         assert sum(s.label == 0 for s in test) == SPEC.test_good
         assert sorted({s.defect for s in test if s.label}) == sorted(defects)
@@ -54,7 +54,7 @@ def test_masks_match_the_defects(class_name, defect):
 
 
 def test_masks_on_disk_are_binary_and_sized_like_their_image(tree):
-    for sample in read_mvtec_split(tree, "nut", "test"):
+    for sample in read_tree_split(tree, "nut", "test"):
         if sample.mask_path:
             mask = np.asarray(Image.open(sample.mask_path))
             assert set(np.unique(mask)) <= {0, 255} and mask.max() == 255

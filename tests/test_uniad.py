@@ -8,9 +8,10 @@ from torch import nn
 
 from tests.conftest import compose_config
 from uad import pipeline
-from uad.encoders import Encoder
+from uad.encoders import Encoder, get_spec, list_encoders
 from uad.methods.uniad import UniAD
 from uad.metrics import METRIC_NAMES
+from uad.nn.attention import neighbour_mask
 
 
 def _official_trainable_count() -> int:
@@ -154,7 +155,7 @@ def test_bf16_autocast_and_sine_positions():
 
 @pytest.mark.parametrize(
     ("experiment", "grid", "neighbourhood", "epochs", "clip"),
-    [("uniad_mvtec", 14, 7, 1000, 0.1), ("uniad_ader256", 16, 8, 100, 5.0), ("uniad_visa", 16, 8, 100, 5.0)],
+    [("uniad_mvtec", 14, 7, 1000, 0.1), ("uniad_ader256", 16, 8, 100, 5.0), ("uniad_visa", 14, 7, 1000, 0.1)],
 )
 def test_paper_recipes_compose_and_build(experiment, grid, neighbourhood, epochs, clip):
     cfg = compose_config([f"experiment={experiment}", "backbone.pretrained=false"])
@@ -162,3 +163,59 @@ def test_paper_recipes_compose_and_build(experiment, grid, neighbourhood, epochs
     assert cfg.method.optimizer.lr == 1e-4 and cfg.dataset.batch_size == 8
     model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
     assert model.grid == (grid, grid) and model.neighbor_size == (neighbourhood, neighbourhood)
+
+
+def _torch_mha(attn) -> nn.MultiheadAttention:
+    """The official layers' nn.MultiheadAttention (sequence-first), holding our attention's weights."""
+    dim = attn.q_proj.in_features
+    mha = nn.MultiheadAttention(dim, attn.num_heads).eval()
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+        mha.in_proj_bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
+        mha.out_proj.load_state_dict(attn.out_proj.state_dict())
+    return mha
+
+
+def test_forward_equals_the_official_computation():
+    # The forward of zhiyuanyou/UniAD models/reconstructions/uniad.py (UniAD, Transformer,
+    # TransformerEncoderLayer.forward_post, TransformerDecoderLayer.forward_post) in eval mode, written
+    # sequence-first with torch's nn.MultiheadAttention and the official float mask (-inf = hidden).
+    torch.manual_seed(0)
+    model = _tiny_model().eval()
+    images = torch.randn(2, 3, 96, 96)
+    ours = model(images)
+    aligned = ours["aligned"]
+    b, c, h, w = aligned.shape
+    src = model.input_proj(aligned.flatten(2).permute(2, 0, 1))  # (h*w, B, D)
+    pos = model.pos_embed()[:, None]  # (h*w, 1, D)
+    mask = torch.zeros(h * w, h * w).masked_fill(~neighbour_mask((h, w), 3), float("-inf"))
+    out = src
+    for layer in model.transformer_encoder.layers:
+        attn = _torch_mha(layer.attn)(out + pos, out + pos, out, attn_mask=mask)[0]
+        out = layer.norm1(out + attn)
+        out = layer.norm2(out + layer.ffn(out))
+    memory, out = out, out
+    for layer, query in zip(model.transformer_decoder.layers, model.queries):
+        tgt = query[:, None].expand(-1, b, -1)
+        tgt = layer.norm1(
+            tgt + _torch_mha(layer.memory_attn)(tgt + pos, memory + pos, memory, attn_mask=mask)[0]
+        )
+        tgt = layer.norm2(tgt + _torch_mha(layer.prev_attn)(tgt + pos, out + pos, out, attn_mask=mask)[0])
+        out = layer.norm3(tgt + layer.ffn(tgt))
+    rec = model.output_proj(model.decoder_norm(out)).permute(1, 2, 0).reshape(b, c, h, w)
+    torch.testing.assert_close(ours["reconstruction"], rec, atol=1e-4, rtol=1e-4)
+    pred = torch.sqrt(((rec - aligned) ** 2).sum(1, keepdim=True))
+    expected = nn.UpsamplingBilinear2d(scale_factor=16)(pred)  # the official map upsampling
+    torch.testing.assert_close(ours["anomaly_map"], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", [n for n in list_encoders() if get_spec(n).kind == "cnn"])
+def test_every_cnn_backbone_gets_its_taps_and_grid(backbone):
+    spec = get_spec(backbone)
+    encoder = Encoder(backbone, pretrained=False, taps=UniAD.default_taps(spec), input_size=64)
+    model = UniAD(encoder, hidden_dim=32, num_heads=4, ffn_dim=64, neighbor_size=3).eval()
+    with torch.no_grad():
+        outputs = model(torch.randn(1, 3, 64, 64))
+    assert max(encoder.strides) == 16 and model.grid == (4, 4)
+    assert outputs["aligned"].shape == (1, sum(encoder.channels), 4, 4)
+    assert outputs["anomaly_map"].shape == (1, 1, 64, 64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 import time
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -15,14 +16,18 @@ import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch import Callback, Trainer
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from uad.callbacks.evaluation import Evaluator
+from uad.callbacks.rng import RngState
 from uad.data.datamodule import AnomalyDataModule
 from uad.encoders import Encoder, get_spec
 from uad.methods.base import AnomalyModel
 from uad.metrics.protocol import EvalProtocol
+from uad.nn import attention as _attention  # noqa: F401  registers the CPU SDPA FLOP formula for describe
 from uad.results import merge_results, print_table, write_results
+from uad.runstatus import RunStatus
 from uad.utils.io import write_json, write_text
 from uad.utils.logging import get_logger
 
@@ -73,7 +78,7 @@ def build_datamodule(
         "image_size": protocol.image_size,
         "crop_size": protocol.crop_size,
         "interpolation": protocol.interpolation,
-        "mask_threshold": protocol.mask_threshold,
+        "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
     }
     if classes is not None:
         overrides["classes"] = classes
@@ -92,12 +97,15 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[Callback]) -> Trainer:
-    return instantiate(
+    trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(output_dir),
         callbacks=[*callbacks, *_instantiate_group(cfg.get("callbacks"))],
         logger=_instantiate_group(cfg.get("logger")) or False,
     )
+    for logger in trainer.loggers:  # the resolved config goes with the curves (W&B config, hparams.yaml)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer
 
 
 # --- run records ------------------------------------------------------------------------------------
@@ -187,7 +195,7 @@ def fit_and_test(
     info = run_info(cfg)
     evaluator = Evaluator(protocol, output_dir, info, print_table=cfg.dataset.setting != "separate")
     throughput = Throughput()
-    trainer = build_trainer(cfg, output_dir, [evaluator, throughput])
+    trainer = build_trainer(cfg, output_dir, [evaluator, throughput, RngState()])
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(model, datamodule=datamodule, verbose=False)
     results = evaluator.results
@@ -285,15 +293,106 @@ def _print_description(info: dict[str, Any]) -> None:
     Console().print(table)
 
 
+# --- Hydra multiruns, launchers and DDP ------------------------------------------------------------
+
+
+def _multirun_job() -> Any | None:
+    """The Hydra config of the current job when it is part of a multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return HydraConfig.get()
+    return None
+
+
+def pin_job_device(cfg: DictConfig) -> None:
+    """One GPU per job in a sweep: job i runs on GPU i mod N (parallel launchers such as joblib do not
+    assign devices). Only when the job asks for one device and this process sees several."""
+    job = _multirun_job()
+    if job is None or cfg.trainer.get("accelerator") not in ("gpu", "cuda", "auto"):
+        return
+    count = torch.cuda.device_count()
+    if count > 1 and str(cfg.trainer.get("devices")) == "1":
+        cfg.trainer.devices = [job.job.num % count]
+        log.info("job %d runs on GPU %d of %d", job.job.num, job.job.num % count, count)
+
+
+_CONFIG_FLAGS = ("--config-path", "--config-name", "--config-dir", "-cp", "-cn", "-cd")
+
+
+def ddp_children_run_this_job(output_dir: Path) -> None:
+    """Lightning's `ddp` starts ranks > 0 by re-running `sys.argv` plus `hydra.run.dir=<run dir>`; inside a
+    multirun that would start the whole sweep again in every child, in the wrong folder. Make the children
+    run this one job (its own overrides, no `-m`) in this job's folder."""
+    job = _multirun_job()
+    if job is None:
+        return
+    flags, argv = [], sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg.startswith(_CONFIG_FLAGS):
+            flags.append(arg)
+            if "=" not in arg and i + 1 < len(argv):
+                flags.append(argv[i + 1])
+    sys.argv = [sys.argv[0], *flags, *job.overrides.task]
+    with read_write(job.run):
+        job.run.dir = str(output_dir)
+
+
+def _uses_script_ddp(cfg: DictConfig) -> bool:
+    strategy = str(cfg.trainer.get("strategy", ""))
+    return strategy.startswith("ddp") and "spawn" not in strategy and "notebook" not in strategy
+
+
+def _finish_wandb(failed: bool) -> None:
+    """Sequential multirun jobs share the process: close this job's W&B run before the next starts."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:
+    """The number a hyperparameter search optimises: the class mean of `optimized_metric` (None when the
+    config names none, or the run failed)."""
+    metric = cfg.get("optimized_metric")
+    if not metric or not results or "mean" not in results:
+        return None
+    if metric not in results["mean"]:
+        raise KeyError(f"optimized_metric '{metric}' is not one of {sorted(results['mean'])}")
+    return results["mean"][metric]
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """The one entry point behind run.py."""
+    """The one entry point behind run.py. In a multirun, a failing job is recorded in its folder
+    (`status.json`, `error.txt`) and returns None, so the sweep goes on; a single run raises."""
     if cfg.mode not in MODES:
         raise ValueError(f"mode '{cfg.mode}' is not one of {MODES}")
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # the frozen encoder, on purpose
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if cfg.mode == "describe":
-        return describe(cfg, output_dir)
-    log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
-    return train(cfg, output_dir)
+    is_rank_zero = rank_zero_only.rank == 0
+    status = RunStatus(output_dir) if is_rank_zero else None
+    failed = False
+    try:
+        pin_job_device(cfg)
+        if is_rank_zero:
+            write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if cfg.mode == "describe":
+            result = describe(cfg, output_dir)
+        else:
+            if _uses_script_ddp(cfg):
+                ddp_children_run_this_job(output_dir)
+            log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
+            result = train(cfg, output_dir)
+    except Exception as err:
+        failed = True
+        message = status.failed(err) if status else str(err)
+        if _multirun_job() is None:
+            raise
+        log.exception("job failed, the sweep goes on: %s (details in %s/error.txt)", message, output_dir)
+        return None
+    finally:
+        _finish_wandb(failed)
+    if status:
+        status.finished()
+    return result

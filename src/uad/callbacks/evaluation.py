@@ -1,5 +1,7 @@
-"""The Evaluator callback: collects per-image maps and scores during `trainer.test`, gathers them from
-every rank, drops the samples the distributed sampler repeated, and computes each class's metrics once.
+"""The Evaluator callback: collects per-image maps and scores during `trainer.test` in the torchmetrics
+states of `ImageMetrics` / `PixelMetrics` (CPU, compact), gathers them from every rank, drops the samples
+the distributed sampler repeated, and computes each class's metrics once, on rank 0. Where the data has
+multi-view sample keys (Real-IAD), the sample-level S-AUROC, S-AP and S-F1max go to results["extra"].
 
 Results are written after every class, atomically, so a crash or a failing class loses nothing that
 was already computed; a class whose evaluation fails is named in `errors` with its cause.
@@ -16,11 +18,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torchmetrics.utilities import dim_zero_cat
 
 from uad.callbacks.visualize import save_overlays
-from uad.metrics.functional import compute_metrics, ranking_metrics
+from uad.metrics.functional import SAMPLE_METRICS, compute_metrics, ranking_metrics, sample_metrics
 from uad.metrics.protocol import EvalProtocol
-from uad.results import build_results, print_table, write_results
+from uad.metrics.stateful import ImageMetrics, PixelMetrics
+from uad.results import build_results, class_mean, print_table, write_results
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
@@ -35,21 +39,22 @@ class Evaluator(Callback):
         protocol: EvalProtocol,
         output_dir: str | Path | None = None,
         run_info: dict[str, Any] | None = None,
-        map_dtype: torch.dtype = torch.float32,
         overlays_per_class: int = 3,
         print_table: bool = True,
     ) -> None:
         self.protocol = protocol
         self.output_dir = Path(output_dir) if output_dir else None
         self.run_info = dict(run_info or {})
-        self.map_dtype = map_dtype
         self.overlays_per_class = overlays_per_class
         self.print_table = print_table
         self.results: dict[str, Any] | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self._batches: list[dict[str, Any]] = []
+        p = self.protocol
+        self.image_metrics = ImageMetrics()
+        self.pixel_metrics = PixelMetrics(p.fpr_limit, p.pixel_bins, p.map_torch_dtype)
+        self._meta: dict[int, tuple[str, str, str, str]] = {}  # index -> class, defect, path, sample key
         self._overlays: dict[str, list[dict[str, Any]]] = {}
 
     # -- collection -------------------------------------------------------------------------------
@@ -70,19 +75,13 @@ class Evaluator(Callback):
         maps = self.protocol.maps_for_eval(outputs["anomaly_map"])  # (B, h, w) float32
         scores = self.protocol.image_scores(maps)  # (B,)
         masks = self.protocol.masks_for_eval(batch["mask"])  # (B, h, w) bool
-        self._batches.append(
-            {
-                "index": batch["index"].cpu(),
-                "score": scores.cpu(),
-                "label": torch.as_tensor(batch["label"]).cpu(),
-                "map": maps.to(self.map_dtype).cpu(),
-                "mask": masks.cpu(),
-                "class_name": list(batch["class_name"]),
-                "defect": list(batch["defect"]),
-                "path": list(batch["path"]),
-                "sample_key": list(batch["sample_key"]),
-            }
-        )
+        index = batch["index"].cpu()
+        self.image_metrics.update(scores, batch["label"], index)
+        self.pixel_metrics.update(maps, masks, index)
+        for i, *meta in zip(
+            index.tolist(), batch["class_name"], batch["defect"], batch["path"], batch["sample_key"]
+        ):
+            self._meta[i] = tuple(meta)
         self._keep_overlays(batch, maps, masks)
 
     def _keep_overlays(self, batch: dict, maps: torch.Tensor, masks: torch.Tensor) -> None:
@@ -107,26 +106,31 @@ class Evaluator(Callback):
             )
 
     def _gathered(self, trainer: Trainer) -> dict[str, Any]:
-        """All ranks' records, de-duplicated by dataset index and sorted by it."""
-        local = _concat(self._batches)
+        """All ranks' records (every rank must call this), one per dataset index, sorted by index."""
+        meta = self._meta
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
             parts: list[Any] = [None] * trainer.world_size
-            dist.all_gather_object(parts, local)
-            local = _concat([p for p in parts if p])
-        if not local:
+            dist.all_gather_object(parts, meta)
+            meta = {k: v for part in parts for k, v in part.items()}
+            self.image_metrics.sync()
+            self.pixel_metrics.sync()
+        if not meta:
             return {}
-        index = local["index"]
-        order = torch.argsort(index, stable=True)
-        sorted_index = index[order]
-        first = torch.ones_like(sorted_index, dtype=torch.bool)
-        first[1:] = sorted_index[1:] != sorted_index[:-1]
-        keep = order[first]
-        dropped = len(index) - len(keep)
+        image, pixel = self.image_metrics.records(), self.pixel_metrics.records()
+        dropped = dim_zero_cat(self.image_metrics.index).numel() - len(image["index"])
         if dropped:
             log.info("evaluation: dropped %d samples repeated by the distributed sampler", dropped)
+        rows = [meta[i] for i in image["index"].tolist()]
         return {
-            k: (v[keep] if isinstance(v, torch.Tensor) else [v[i] for i in keep.tolist()])
-            for k, v in local.items()
+            "index": image["index"],
+            "score": image["score"],
+            "label": image["label"],
+            "map": pixel["map"],
+            "mask": pixel["mask"],
+            **{
+                key: [r[k] for r in rows]
+                for k, key in enumerate(("class_name", "defect", "path", "sample_key"))
+            },
         }
 
     # -- computation ------------------------------------------------------------------------------
@@ -145,6 +149,7 @@ class Evaluator(Callback):
         per_defect: dict[str, dict[str, Any]] = {}
         counts: dict[str, dict[str, int]] = {}
         errors: dict[str, str] = {}
+        samples: dict[str, dict[str, float]] = {}
         if self.output_dir:
             write_text(self.output_dir / "predictions.csv", _predictions_csv(records))
         names = records["class_name"]
@@ -156,16 +161,21 @@ class Evaluator(Callback):
                 per_class[name] = compute_metrics(
                     records["score"][sel],
                     labels,
-                    records["map"][sel].float(),
+                    records["map"][sel],
                     records["mask"][sel],
                     fpr_limit=self.protocol.fpr_limit,
+                    bins=self.protocol.pixel_bins,
                 )
                 per_defect[name] = _per_defect(records, sel)
+                keys = [k for k, s in zip(records["sample_key"], sel.tolist()) if s]
+                if all(keys):  # multi-view data: a sample's score is the max over its views
+                    samples[name] = sample_metrics(records["score"][sel], labels, keys)
             except Exception as err:  # one failing class must not lose the others
                 errors[name] = f"{type(err).__name__}: {err}"
                 log.error("evaluation of class '%s' failed:\n%s", name, traceback.format_exc())
+            extra = _sample_extra(samples) if samples else None
             results = build_results(
-                per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors
+                per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors, extra
             )
             if self.output_dir:
                 write_results(self.output_dir, results)  # after every class: a crash keeps what is done
@@ -176,16 +186,9 @@ class Evaluator(Callback):
         return results
 
 
-def _concat(batches: list[dict[str, Any]]) -> dict[str, Any]:
-    if not batches:
-        return {}
-    out: dict[str, Any] = {}
-    for key, value in batches[0].items():
-        if isinstance(value, torch.Tensor):
-            out[key] = torch.cat([b[key] for b in batches])
-        else:
-            out[key] = [item for b in batches for item in b[key]]
-    return out
+def _sample_extra(samples: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Sample-level metrics per class and their unweighted mean (classes where one is NaN skipped)."""
+    return {"sample_level": {"per_class": samples, "mean": class_mean(samples, SAMPLE_METRICS)}}
 
 
 def _per_defect(records: dict[str, Any], sel: torch.Tensor) -> dict[str, Any]:
@@ -226,6 +229,8 @@ def _log_to_loggers(trainer: Trainer, results: dict[str, Any]) -> None:
     flat = {}
     for name, metrics in [*results["per_class"].items(), ("mean", results["mean"])]:
         flat.update({f"test/{name}/{k}": v for k, v in metrics.items() if v is not None})
+    sample_mean = results["extra"].get("sample_level", {}).get("mean", {})
+    flat.update({f"test/mean/{k}": v for k, v in sample_mean.items() if v is not None})
     for logger in trainer.loggers:
         logger.log_metrics(flat, step=trainer.global_step)
         log_results = getattr(logger, "log_results_table", None)

@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from uad.data.dataset import AnomalyDataset
-from uad.data.samples import DatasetLayoutError, Sample, discover_mvtec_classes, read_mvtec_split
+from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import build_transform
 from uad.utils.logging import get_logger
@@ -20,14 +20,18 @@ from uad.utils.logging import get_logger
 log = get_logger(__name__)
 
 SETTINGS = ("unified", "separate")
+CACHE_WARN_BYTES = 8 * 2**30
 
 
 class AnomalyDataModule(LightningDataModule):
     """Train on the good images of all `classes` at once; test on every test image, per class.
 
-    name: which dataset reader to use ("synthetic", "mvtec", ...); root: where it lies.
-    setting: "unified" (one model for all classes) or "separate" (the pipeline trains one per class).
+    name: which dataset reader to use (`uad.data.readers.READERS`: mvtec, mpdd, visa, realiad, folder,
+    synthetic); root: where it lies; options: the reader's own keys (Real-IAD `images`, `variant`, `views`;
+    VisA `split_csv`). setting: "unified" (one model for all classes) or "separate" (the pipeline trains one
+    per class). strict: the counts of an official dataset must match the reference (false: partial copies).
     image_size, crop_size, interpolation, mask_threshold: the protocol's input side (see EvalProtocol).
+    cache: decode and resize every image once into memory (small sets; shared with worker processes).
     """
 
     def __init__(
@@ -45,12 +49,16 @@ class AnomalyDataModule(LightningDataModule):
         crop_size: int | None = None,
         interpolation: str = "linear",
         mask_threshold: float = 0.5,
+        cache: bool = False,
         synthetic: dict[str, Any] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
         self.name = name
+        self.options = options
+        self.cache = cache
         self.root = Path(root).expanduser()
         self.requested_classes = list(classes) if classes else None
         self.setting = setting
@@ -80,19 +88,13 @@ class AnomalyDataModule(LightningDataModule):
         if self.name == "synthetic":
             ensure_synthetic(self.root, self.synthetic_spec)
 
-    def discover_classes(self) -> list[str]:
-        available = discover_mvtec_classes(self.data_root)
-        if self.requested_classes is None:
-            return available
-        unknown = [c for c in self.requested_classes if c not in available]
-        if unknown:
-            raise DatasetLayoutError(
-                f"dataset.classes: {unknown} not found under '{self.data_root}'. Available: {available}"
-            )
-        return list(self.requested_classes)
+    def catalog(self) -> Catalog:
+        """The classes under the root, each with its (lazy) loader."""
+        return open_catalog(self.name, self.data_root, self.options)
 
-    def read_split(self, class_name: str, split: str) -> list[Sample]:
-        return read_mvtec_split(self.data_root, class_name, split)
+    def discover_classes(self) -> list[str]:
+        """The selected classes (all found when dataset.classes is null)."""
+        return select_classes(self.catalog(), self.requested_classes, self.data_root)
 
     # -- Lightning hooks --------------------------------------------------------------------------
 
@@ -100,9 +102,14 @@ class AnomalyDataModule(LightningDataModule):
         if self.train_set is not None:
             return
         self.prepare_data()
-        self.class_names = self.discover_classes()
-        train = [s for c in self.class_names for s in self.read_split(c, "train")]
-        test = [s for c in self.class_names for s in self.read_split(c, "test")]
+        catalog = self.catalog()
+        self.class_names = select_classes(catalog, self.requested_classes, self.data_root)
+        found = {c: catalog[c]() for c in self.class_names}
+        for name, splits in found.items():
+            log.info("  %s: %d train / %d good + %d defective test", name, *count(splits))
+        check_counts(self.name, found, self.strict)
+        train = [s for c in self.class_names for s in found[c].train]
+        test = [s for c in self.class_names for s in found[c].test]
         self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.mask_threshold)
         self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.mask_threshold)
         log.info(
@@ -113,6 +120,20 @@ class AnomalyDataModule(LightningDataModule):
             len(test),
             self.setting,
         )
+        if self.cache:
+            self._fill_caches()
+
+    def _fill_caches(self) -> None:
+        size = self.transform.resize.transforms[0]
+        estimate = (len(self.train_set) + len(self.test_set)) * size.height * size.width * 4
+        if estimate > CACHE_WARN_BYTES:
+            log.warning(
+                "dataset.cache=true will hold about %.1f GiB in memory; set dataset.cache=false for big sets",
+                estimate / 2**30,
+            )
+        threads = max(1, self.num_workers)
+        self.train_set.fill_cache(threads)
+        self.test_set.fill_cache(threads)
 
     def _loader(self, dataset: AnomalyDataset, shuffle: bool, batch_size: int, drop_last: bool = False):
         return DataLoader(

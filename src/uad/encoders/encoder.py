@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, get_spec
@@ -87,6 +88,8 @@ class Encoder(nn.Module):
         if max(self.taps) >= (24 if "large" in spec.timm_name else 12):
             raise ValueError(f"backbone.taps {self.taps} exceed the blocks of '{spec.name}'")
         kwargs = {"img_size": self.input_size, "num_classes": 0}
+        if spec.pos_offset is not None:  # keep the native grid; `_pos_embed` resamples it per input
+            kwargs = {"img_size": spec.native_size, "num_classes": 0, "dynamic_img_size": True}
         if pretrained and weights is None:
             net = self._from_hub(**kwargs)
         else:
@@ -130,13 +133,34 @@ class Encoder(nn.Module):
         if self.spec.kind == "cnn":
             return list(self.net(x))
         net = self.net
-        x = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(x))))  # (B, P + h*w, D)
+        x = net.patch_embed(x)
+        x = net._pos_embed(x) if self.spec.pos_offset is None else self._pos_embed(x)  # (B, P + h*w, D)
+        x = net.norm_pre(net.patch_drop(x))
         taps, outs = set(self.taps), []
         for index, block in enumerate(net.blocks):
             x = block(x)
             if index in taps:
                 outs.append(x)
         return outs
+
+    def _pos_embed(self, x: Tensor) -> Tensor:
+        """(B, h, w, D) patch embeddings -> (B, P + h*w, D) tokens [cls, registers, patches], with the
+        positional embedding resampled as the original DINOv2 code does (cls position folded into the
+        cls token when the model has no_embed_class; registers get no position)."""
+        net = self.net
+        batch, h, w, dim = x.shape
+        pos = net.pos_embed
+        cls_pos = None
+        if not net.no_embed_class:
+            cls_pos, pos = pos[:, :1], pos[:, net.num_prefix_tokens :]
+        x = x.reshape(batch, h * w, dim) + resample_grid_pos_embed(pos, (h, w), self.spec.pos_offset)
+        prefix = []
+        if net.cls_token is not None:
+            cls = net.cls_token if cls_pos is None else net.cls_token + cls_pos
+            prefix.append(cls.expand(batch, -1, -1))
+        if net.reg_token is not None:
+            prefix.append(net.reg_token.expand(batch, -1, -1))
+        return torch.cat([*prefix, x], dim=1)
 
     def tokens_to_map(self, tokens: Tensor) -> Tensor:
         """(B, P + h*w, D) -> (B, D, h, w), dropping the prefix tokens."""
@@ -147,3 +171,22 @@ class Encoder(nn.Module):
     def feature_maps(self, images: Tensor) -> list[Tensor]:
         feats = self(images)
         return feats if self.spec.kind == "cnn" else [self.tokens_to_map(t) for t in feats]
+
+
+def resample_grid_pos_embed(pos: Tensor, size: tuple[int, int], offset: float) -> Tensor:
+    """(1, n0*n0, D) positional embedding of a square grid -> (1, h*w, D), as DINOv2's
+    `interpolate_pos_encoding`: bicubic with scale factor ((h + offset) / n0, (w + offset) / n0), no
+    antialias, align_corners False (the offset avoids a floating-point off-by-one in the output size and
+    shifts the sampling points slightly; timm's size-based antialiased resampling gives other values).
+    The native grid is returned unchanged."""
+    n0 = math.isqrt(pos.shape[1])
+    h, w = size
+    if (h, w) == (n0, n0):
+        return pos
+    grid = pos.float().reshape(1, n0, n0, -1).permute(0, 3, 1, 2)  # (1, D, n0, n0)
+    grid = F.interpolate(
+        grid, scale_factor=((h + offset) / n0, (w + offset) / n0), mode="bicubic", antialias=False
+    )  # (1, D, h, w)
+    if grid.shape[-2:] != (h, w):
+        raise ValueError(f"positional embedding resampled to {tuple(grid.shape[-2:])}, expected {(h, w)}")
+    return grid.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)

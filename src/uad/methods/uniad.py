@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uad.encoders import Encoder
-from uad.encoders.registry import EncoderSpec
+from uad.encoders import Encoder, EncoderSpec
 from uad.methods.base import AnomalyModel
 from uad.nn.align import align_bilinear
 from uad.nn.attention import (
@@ -61,14 +60,11 @@ class UniAD(AnomalyModel):
     ) -> None:
         super().__init__(encoder, **kwargs)
         channels = sum(encoder.channels)
-        coarsest = max(range(len(encoder.strides)), key=lambda i: encoder.strides[i])
-        side = encoder.grid_sizes()[coarsest]
+        side = min(encoder.grid_sizes())  # the coarsest tapped level
         self.grid = (side, side)
-        self.neighbor_size = (
-            None
-            if neighbor_size is None
-            else tuple((neighbor_size, neighbor_size) if isinstance(neighbor_size, int) else neighbor_size)
-        )
+        if isinstance(neighbor_size, int):
+            neighbor_size = (neighbor_size, neighbor_size)
+        self.neighbor_size = None if neighbor_size is None else tuple(neighbor_size)
         if self.neighbor_size is not None:
             neighbour_mask(self.grid, self.neighbor_size)  # fail at build time, naming the key, if blind
 

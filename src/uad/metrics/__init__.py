@@ -1,6 +1,27 @@
-"""Exact per-class anomaly-detection metrics and the evaluation protocol that feeds them."""
+"""Exact per-class anomaly-detection metrics, their torchmetrics classes, and the evaluation protocol."""
 
-from uad.metrics.functional import METRIC_NAMES, aupro, compute_metrics, pixel_metrics, ranking_metrics
+from uad.metrics.functional import (
+    METRIC_NAMES,
+    SAMPLE_METRICS,
+    aupro,
+    compute_metrics,
+    pixel_metrics,
+    ranking_metrics,
+    sample_metrics,
+)
 from uad.metrics.protocol import EvalProtocol
+from uad.metrics.stateful import AUPRO, ImageMetrics, PixelMetrics
 
-__all__ = ["METRIC_NAMES", "EvalProtocol", "aupro", "compute_metrics", "pixel_metrics", "ranking_metrics"]
+__all__ = [
+    "AUPRO",
+    "METRIC_NAMES",
+    "SAMPLE_METRICS",
+    "EvalProtocol",
+    "ImageMetrics",
+    "PixelMetrics",
+    "aupro",
+    "compute_metrics",
+    "pixel_metrics",
+    "ranking_metrics",
+    "sample_metrics",
+]

@@ -1,16 +1,27 @@
-"""Exact ranking metrics for one class, from one descending sort of the scores.
+"""Exact ranking metrics for one class, from one sort of the scores.
 
 AUROC and AP are what scikit-learn computes (`roc_auc_score`, step-wise `average_precision_score`),
 F1-max is the maximum F1 over the same precision-recall points, and AUPRO is the MVTec AD evaluation's
-(8-connected regions, one global sort, trapezoid over FPR in [0, limit] with the end point
-interpolated, divided by the limit). Scores are used as given: no sigmoid, no min-max scaling, no
-flipping of an AUROC below 0.5. Undefined metrics (no positives or no negatives) are NaN, with a warning.
+(8-connected regions, one global sort, PRO averaged over all regions, trapezoid over FPR in [0, limit]
+with the end point interpolated, divided by the limit). Scores are used as given: no sigmoid, no min-max
+scaling, no flipping of an AUROC below 0.5.
+
+Speed: each score becomes an order-preserving 32-bit code, packed with the pixel's region id into one
+int64 key, and the keys are sorted in place. That avoids the index permutation (argsort), the slow part
+of a sort. Only the tie groups that hold positives (defect pixels) are then visited, found by binary
+search: between them every curve is flat, so they determine all the metrics exactly.
+
+NaN rules: a metric that needs positives and negatives is NaN, with a warning, when a class has none of
+one kind (no anomalous image, no defect pixel, a single image); AUPRO is NaN when no mask has a region.
+All-equal scores are a valid (uninformative) ranking: AUROC 0.5, AP = prevalence. NaN scores are an error.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,27 +31,128 @@ from torch import Tensor
 IMAGE_METRICS = ("I-AUROC", "I-AP", "I-F1max")
 PIXEL_METRICS = ("P-AUROC", "P-AP", "P-F1max", "AUPRO")
 METRIC_NAMES = IMAGE_METRICS + PIXEL_METRICS
+SAMPLE_METRICS = ("S-AUROC", "S-AP", "S-F1max")
+
+_ID_BITS = 31  # region ids below 2**31 share an int64 key with the 32-bit score code
+_ID_MASK = (1 << _ID_BITS) - 1
+_CHUNK = 1 << 22
 
 
-def _tie_ends(sorted_scores: Tensor) -> Tensor:
-    """Indices of the last element of each run of equal values in a sorted 1-D tensor."""
-    change = torch.nonzero(sorted_scores[1:] != sorted_scores[:-1]).flatten()
-    return torch.cat([change, torch.tensor([sorted_scores.numel() - 1], device=sorted_scores.device)])
+def _codes(scores: Tensor) -> Tensor:
+    """Order-preserving int32 codes: equal scores share a code, a larger score has a larger code."""
+    if scores.dtype == torch.float64:
+        return torch.unique(scores, return_inverse=True)[1].int()  # dense ranks: exact for float64
+    bits = (scores.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which compare equal
+    flip = bits >> 31  # all ones for negative floats, whose other bits order backwards
+    flip &= 0x7FFFFFFF
+    bits ^= flip
+    return bits
 
 
-def _curve_metrics(tps: Tensor, fps: Tensor) -> tuple[float, float, float]:
-    """AUROC, AP and F1-max from cumulative true/false positive counts at the tie-group ends."""
-    tps, fps = tps.double(), fps.double()
-    pos, neg = tps[-1], fps[-1]
-    tpr = torch.cat([tps.new_zeros(1), tps / pos])
-    fpr = torch.cat([fps.new_zeros(1), fps / neg])
-    auroc = torch.trapezoid(tpr, fpr).item()
-    precision = tps / (tps + fps)
-    recall = tps / pos
-    ap = torch.sum(torch.diff(torch.cat([recall.new_zeros(1), recall])) * precision).item()
-    denom = precision + recall
-    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-300), torch.zeros_like(denom))
-    return auroc, ap, f1.max().item()
+class _Groups(NamedTuple):
+    """The threshold sweep, kept only at the groups of tied scores that hold positives (highest first):
+    every other group only moves the curves along flat stretches, so these points determine AUROC, AP,
+    F1-max and the PRO curve exactly. Counts are int64, `pro` the float64 sum of positive weights."""
+
+    pos_in: Tensor  # positives in the group
+    tp: Tensor  # positives at or above the group
+    fp_before: Tensor  # negatives strictly above the group
+    fp: Tensor  # negatives at or above the group
+    pro: Tensor | None  # sum of the weights of the positives at or above the group
+    negatives: int
+
+
+def _sort(key: Tensor) -> Tensor:
+    """int64 keys sorted ascending, in place on the CPU (numpy: no index permutation), torch on a GPU."""
+    if key.is_cuda:
+        return torch.sort(key).values
+    key.numpy().sort()
+    return key
+
+
+def _exact_groups(scores: Tensor, ids: Tensor, weights: Tensor | None) -> _Groups:
+    """One sort of (score code, id) keys; the positives' tie groups are then found by binary search."""
+    key = _codes(scores).long()  # in place below, in chunks: the keys are the largest array (8 B per pixel)
+    key <<= _ID_BITS
+    for key_part, id_part in zip(key.split(_CHUNK), ids.split(_CHUNK), strict=True):
+        key_part |= id_part
+    key = _sort(key)  # (n,) ascending
+    n = key.numel()
+    chunks = [
+        torch.nonzero(part & _ID_MASK).flatten() + i * _CHUNK for i, part in enumerate(key.split(_CHUNK))
+    ]
+    at = torch.cat(chunks).flip(
+        0
+    )  # positives' positions, highest score first (chunked: no n-sized temporary)
+    pos_key = key[at]
+    pos_codes = pos_key >> _ID_BITS
+    first = torch.ones_like(pos_codes, dtype=torch.bool)
+    first[1:] = pos_codes[1:] != pos_codes[:-1]
+    starts = torch.nonzero(first).flatten()  # (G,) where each group starts among the positives
+    codes = pos_codes[starts]
+    lo = torch.searchsorted(key, codes << _ID_BITS)  # first position of the group's score
+    hi = torch.searchsorted(key, (codes + 1) << _ID_BITS)  # one past its last position
+    tp = torch.cat([starts[1:], starts.new_tensor([at.numel()])])
+    pos_in = tp - starts
+    pro = None
+    if weights is not None:
+        pro = torch.cumsum(weights[pos_key & _ID_MASK], 0)[tp - 1]
+    fp_before = (n - hi) - starts
+    return _Groups(pos_in, tp, fp_before, fp_before + (hi - lo) - pos_in, pro, n - at.numel())
+
+
+def quantile_edges(scores: Tensor, positives: Tensor, bins: int, sample: int = 1 << 20) -> Tensor:
+    """Rank-space bin edges: half the bins at quantiles of all scores, half at quantiles of the positive
+    ones (defects are a small, high-scoring minority, so all-pixel quantiles would lump them together).
+    Quantiles come from a strided sample of at most `sample` scores per set; ties never straddle a bin."""
+    edges = []
+    for values in (scores, scores[positives]):
+        if values.numel() == 0:
+            continue
+        values = values[:: max(1, values.numel() // sample)].float()
+        ranked = torch.sort(values).values
+        pick = torch.linspace(0, ranked.numel() - 1, max(2, bins // 2), device=values.device).round().long()
+        edges.append(ranked[pick])
+    return torch.unique(torch.cat(edges))  # sorted ascending
+
+
+def _binned_groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int) -> _Groups:
+    """Scores replaced by their rank-space bin: per-bin counts (no sort), every bin one tie group."""
+    positive = ids > 0
+    edges = quantile_edges(scores, positive, bins)
+    which = torch.bucketize(scores.float(), edges, out_int32=True)  # bin b: edges[b-1] < s <= edges[b]
+    size = edges.numel() + 1
+    pos = torch.bincount(which[positive], minlength=size).flip(0)  # highest bin first
+    neg = torch.bincount(which, minlength=size).flip(0) - pos
+    held = torch.nonzero(pos).flatten()
+    fp_before = (torch.cumsum(neg, 0) - neg)[held]
+    pro = None
+    if weights is not None:
+        summed = torch.bincount(which[positive], weights=weights[ids[positive]], minlength=size).flip(0)
+        pro = torch.cumsum(summed[held], 0)
+    pos_in = pos[held]
+    return _Groups(pos_in, torch.cumsum(pos_in, 0), fp_before, fp_before + neg[held], pro, int(neg.sum()))
+
+
+def _groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str) -> _Groups:
+    """The sweep of one class's scores; ids: int < 2**31, 0 = negative; weights[id]: PRO weights."""
+    if torch.isnan(scores).any():
+        raise ValueError(f"{what}: {int(torch.isnan(scores).sum())} scores are NaN; check the anomaly maps")
+    if bins is None:
+        return _exact_groups(scores, ids, weights)
+    return _binned_groups(scores, ids, weights, bins)
+
+
+def _curve_metrics(g: _Groups) -> tuple[float, float, float]:
+    """AUROC (each positive beats the negatives below it, half credit for ties), step-wise AP and
+    F1-max = max 2TP / (TP + FP + P), all at the groups that hold positives."""
+    positives, negatives = int(g.tp[-1]), g.negatives
+    beaten = 2 * negatives - g.fp_before - g.fp  # twice the negatives below, ties counted half
+    auroc = int(torch.sum(g.pos_in * beaten)) / (2 * positives * negatives)
+    precision = g.tp.double() / (g.tp + g.fp).double()
+    ap = float(torch.sum(g.pos_in.double() * precision)) / positives
+    f1 = float(torch.max(2 * g.tp.double() / (g.tp + g.fp + positives).double()))
+    return auroc, ap, f1
 
 
 def _undefined(what: str, positives: int, negatives: int) -> bool:
@@ -52,39 +164,36 @@ def _undefined(what: str, positives: int, negatives: int) -> bool:
     return True
 
 
-def ranking_metrics(scores: Tensor, labels: Tensor, what: str = "scores") -> tuple[float, float, float]:
-    """(AUROC, AP, F1-max) of `scores` against binary `labels`, both flattened."""
+def ranking_metrics(
+    scores: Tensor, labels: Tensor, what: str = "scores", bins: int | None = None
+) -> tuple[float, float, float]:
+    """(AUROC, AP, F1-max) of `scores` against binary `labels`, both flattened; `bins` = binned mode."""
     scores = torch.as_tensor(scores).flatten()
-    labels = torch.as_tensor(labels).flatten().bool()
+    labels = torch.as_tensor(labels, device=scores.device).flatten().bool()
     positives = int(labels.sum())
     if _undefined(what, positives, labels.numel() - positives):
         return math.nan, math.nan, math.nan
-    sorted_scores, order = torch.sort(scores, descending=True)
-    ends = _tie_ends(sorted_scores)
-    tps = torch.cumsum(labels[order], 0, dtype=torch.int64)[ends]
-    return _curve_metrics(tps, ends + 1 - tps)
+    return _curve_metrics(_groups(scores, labels.int(), None, bins, what))
 
 
-def region_weights(masks: Tensor) -> tuple[Tensor, int]:
-    """Per-pixel PRO weights (1 / size of the pixel's 8-connected defect region, 0 on background)
-    and the number of regions over all images. masks: (N, H, W) bool."""
-    masks_np = masks.cpu().numpy().astype(bool)
-    weights = np.zeros(masks_np.shape, dtype=np.float64)
-    structure = np.ones((3, 3), dtype=bool)
-    regions = 0
-    for i, mask in enumerate(masks_np):
-        labelled, count = ndimage.label(mask, structure=structure)
-        if count:
-            sizes = np.bincount(labelled.ravel())
-            sizes[0] = 1
-            weights[i] = np.where(labelled > 0, 1.0 / sizes[labelled], 0.0)
-            regions += count
-    return torch.from_numpy(weights), regions
+def region_labels(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """8-connected defect regions of each mask, numbered 1..R over all images (0 = background), and
+    each region's PRO weight 1 / size (index 0: weight 0).
+    masks: (N, H, W) bool -> labels (N, H, W) int32, weights (R + 1,) float64."""
+    within_image = np.zeros((3, 3, 3), dtype=bool)
+    within_image[1] = True  # 8-connectivity inside an image, none across the stack
+    labelled, regions = ndimage.label(masks.cpu().numpy().astype(bool, copy=False), structure=within_image)
+    sizes = np.bincount(labelled[labelled > 0], minlength=regions + 1).astype(
+        np.float64
+    )  # defect pixels only
+    weights = np.zeros(regions + 1)
+    weights[1:] = 1.0 / sizes[1:]
+    return torch.from_numpy(labelled.astype(np.int32, copy=False)), torch.from_numpy(weights)
 
 
 def _integrate_pro(fpr: Tensor, pro: Tensor, fpr_limit: float) -> float:
     """Trapezoid of PRO over FPR in [0, fpr_limit], end point interpolated, divided by fpr_limit."""
-    x, y = fpr.numpy(), pro.numpy()
+    x, y = fpr.cpu().numpy(), pro.cpu().numpy()
     inside = x <= fpr_limit
     area = float(np.sum(0.5 * (y[inside][1:] + y[inside][:-1]) * np.diff(x[inside])))
     if not np.any(x == fpr_limit):
@@ -94,36 +203,44 @@ def _integrate_pro(fpr: Tensor, pro: Tensor, fpr_limit: float) -> float:
     return float(area / fpr_limit)
 
 
-def pixel_metrics(anomaly_maps: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> dict[str, float]:
+def pixel_metrics(
+    anomaly_maps: Tensor, masks: Tensor, fpr_limit: float = 0.3, bins: int | None = None
+) -> dict[str, float]:
     """P-AUROC, P-AP, P-F1max and AUPRO of one class from a single sort of all its pixels.
 
     anomaly_maps: (N, H, W) float; masks: (N, H, W) bool/int. Normal images count as all-background.
+    bins: None = exact; an int = rank-space binned mode (memory- and time-bounded, within 1e-3 of exact).
     """
+    anomaly_maps = torch.as_tensor(anomaly_maps)
     masks = torch.as_tensor(masks).bool()
-    scores = torch.as_tensor(anomaly_maps).float().flatten()
-    labels = masks.flatten()
-    positives = int(labels.sum())
-    if _undefined("pixel metrics", positives, labels.numel() - positives):
+    if anomaly_maps.shape != masks.shape or anomaly_maps.dim() != 3:
+        raise ValueError(
+            f"pixel metrics: maps {tuple(anomaly_maps.shape)} and masks {tuple(masks.shape)} "
+            "must both be (N, H, W)"
+        )
+    positives = int(masks.sum())
+    if _undefined("pixel metrics", positives, masks.numel() - positives):
         return dict.fromkeys(PIXEL_METRICS, math.nan)
-    sorted_scores, order = torch.sort(scores, descending=True)
-    ends = _tie_ends(sorted_scores)
-    labels_sorted = labels[order]
-    tps = torch.cumsum(labels_sorted, 0, dtype=torch.int64)[ends]
-    fps = ends + 1 - tps
-    auroc, ap, f1 = _curve_metrics(tps, fps)
-
-    weights, regions = region_weights(masks)
-    pro = torch.cumsum(weights.flatten()[order], 0)[ends] / regions
-    fpr = fps.double() / fps[-1]
-    zero, one = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-    fpr = torch.cat([zero, fpr.clamp(max=1.0), one])
-    pro = torch.cat([zero, pro.clamp(max=1.0), one])
+    labelled, weights = region_labels(masks)
+    device = anomaly_maps.device
+    regions = weights.numel() - 1
+    g = _groups(
+        anomaly_maps.flatten(), labelled.flatten().to(device), weights.to(device), bins, "pixel metrics"
+    )
+    auroc, ap, f1 = _curve_metrics(g)
+    # the PRO curve's corners: entering and leaving each group with positives; flat stretches between
+    fpr = torch.stack([g.fp_before, g.fp], 1).flatten().double() / g.negatives
+    pro_before = torch.cat([g.pro.new_zeros(1), g.pro[:-1]])
+    pro = torch.stack([pro_before, g.pro], 1).flatten() / regions
+    zero, one = fpr.new_zeros(1), fpr.new_ones(1)
+    fpr = torch.cat([zero, fpr.clamp(max=1.0), one, one])
+    pro = torch.cat([zero, pro.clamp(max=1.0), pro[-1:].clamp(max=1.0), one])
     return {"P-AUROC": auroc, "P-AP": ap, "P-F1max": f1, "AUPRO": _integrate_pro(fpr, pro, fpr_limit)}
 
 
-def aupro(anomaly_maps: Tensor, masks: Tensor, fpr_limit: float = 0.3) -> float:
+def aupro(anomaly_maps: Tensor, masks: Tensor, fpr_limit: float = 0.3, bins: int | None = None) -> float:
     """The MVTec AD AUPRO of one class, normalised to [0, 1] by `fpr_limit`."""
-    return pixel_metrics(anomaly_maps, masks, fpr_limit)["AUPRO"]
+    return pixel_metrics(anomaly_maps, masks, fpr_limit, bins)["AUPRO"]
 
 
 def compute_metrics(
@@ -132,12 +249,14 @@ def compute_metrics(
     anomaly_maps: Tensor,
     masks: Tensor,
     fpr_limit: float = 0.3,
+    bins: int | None = None,
 ) -> dict[str, float]:
     """All seven metrics of one class as fractions in [0, 1] (NaN where undefined).
 
     image_scores (N,), image_labels (N,), anomaly_maps (N, H, W) float, masks (N, H, W) bool or int.
+    bins: None = exact pixel metrics; an int = rank-space binned pixel metrics (image metrics stay exact).
     """
-    image_scores = torch.as_tensor(image_scores).float().flatten()
+    image_scores = torch.as_tensor(image_scores).flatten()
     image_labels = torch.as_tensor(image_labels).flatten()
     anomaly_maps = torch.as_tensor(anomaly_maps)
     masks = torch.as_tensor(masks)
@@ -146,12 +265,25 @@ def compute_metrics(
             f"compute_metrics: lengths differ: {len(image_scores)} scores, {len(image_labels)} labels, "
             f"{len(anomaly_maps)} maps, {len(masks)} masks"
         )
-    if anomaly_maps.shape != masks.shape:
-        raise ValueError(f"compute_metrics: maps {tuple(anomaly_maps.shape)} vs masks {tuple(masks.shape)}")
     i_auroc, i_ap, i_f1 = ranking_metrics(image_scores, image_labels, what="image metrics")
     return {
         "I-AUROC": i_auroc,
         "I-AP": i_ap,
         "I-F1max": i_f1,
-        **pixel_metrics(anomaly_maps, masks, fpr_limit),
+        **pixel_metrics(anomaly_maps, masks, fpr_limit, bins),
     }
+
+
+def sample_metrics(scores: Tensor, labels: Tensor, sample_keys: Sequence[str]) -> dict[str, float]:
+    """Real-IAD sample-level S-AUROC, S-AP, S-F1max: a sample's score is the max over its views' image
+    scores, its label the max over its views' labels; views share a `sample_key`."""
+    scores = torch.as_tensor(scores).flatten().double()
+    labels = torch.as_tensor(labels).flatten().long()
+    if len(sample_keys) != len(scores):
+        raise ValueError(f"sample metrics: {len(sample_keys)} sample keys for {len(scores)} scores")
+    names, group = np.unique(np.asarray(sample_keys, dtype=object).astype(str), return_inverse=True)
+    group = torch.from_numpy(group.astype(np.int64))
+    sample_scores = torch.full((len(names),), -math.inf, dtype=torch.float64)
+    sample_scores.scatter_reduce_(0, group, scores, reduce="amax")
+    sample_labels = torch.zeros(len(names), dtype=torch.long).scatter_reduce_(0, group, labels, reduce="amax")
+    return dict(zip(SAMPLE_METRICS, ranking_metrics(sample_scores, sample_labels, "sample metrics")))

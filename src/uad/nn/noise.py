@@ -1,4 +1,7 @@
-"""Training-time feature noise: the model learns to reconstruct the clean features from perturbed ones."""
+"""Training-time feature noise that turns normal features into pseudo-anomalies; the model learns to
+reconstruct the clean features from the perturbed ones. Active in training mode only: at test time the
+modules are the identity.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,198 @@
+"""Dinomaly (Guo et al., CVPR 2025): "The less is more" philosophy for multi-class anomaly detection.
+
+A frozen foundation ViT (DINOv2 with registers) is tapped at its eight middle blocks. The mean of the
+taps passes a **noisy bottleneck** (an MLP whose dropout is the noise) and a decoder of eight ViT blocks
+with **linear attention**, which cannot focus on single tokens and so does not learn an identity map.
+Encoder taps and decoder outputs are fused in two groups (shallow encoder taps with the last decoder
+blocks) and compared by **loose reconstruction**: one cosine distance per image and group, with hard
+mining that shrinks the gradient of well-reconstructed points. The anomaly map is the mean over the
+groups of the point-wise 1 - cos, upsampled to the input (bilinear, align_corners=True); the protocol
+(`conf/protocol/dinomaly.yaml`) resizes it to 256, smooths it and scores the mean of its top 1 %.
+
+The structure follows the official code (`guojiajeremy/Dinomaly`: `models/uad.py` `ViTill`,
+`dinomaly_*_uni.py`): all tokens, cls and registers included, pass bottleneck and decoder and are dropped
+only before loss and map; the decoder's outputs are reversed before grouping.
+
+CNN variant (ours, not the paper's model): on a CNN backbone the tapped stages are averaged onto one grid
+of stride `cnn_stride` and concatenated; each position is a token of width sum(C_l). The stages are split
+into the two groups (by default the shallow half and the deep half) as channel slices of those tokens,
+and the decoder groups are the same channel slices of the grouped decoder outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uad.encoders import Encoder
+from uad.methods.base import AnomalyModel
+from uad.nn.align import align_avgpool
+from uad.nn.linear_attention import LinearAttention
+from uad.nn.losses import global_cosine_hm, hard_mining_ratio
+from uad.nn.vit_block import NoisyBottleneck, ViTBlock
+
+OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
+
+
+def halves(count: int) -> list[list[int]]:
+    """[[0 .. count//2 - 1], [count//2 .. count - 1]]: the official grouping for 8 taps."""
+    return [list(range(count // 2)), list(range(count // 2, count))]
+
+
+def default_heads(width: int, head_dim: int = 64) -> int:
+    """The largest head count <= width / 64 that divides the width (6 / 12 / 16 for ViT-S / B / L)."""
+    heads = max(1, width // head_dim)
+    while width % heads:
+        heads -= 1
+    return heads
+
+
+def fuse(features: Sequence[Tensor], indices: Sequence[int]) -> Tensor:
+    """Mean of the selected features (official `fuse_feature`)."""
+    return torch.stack([features[i] for i in indices], dim=1).mean(dim=1)
+
+
+def trunc_normal_init_(module: nn.Module, std: float = 0.01, bound: float = 0.03) -> None:
+    """Official init of the trainable parts: Linear weights N(0, std) truncated to [-bound, bound], zero
+    biases; LayerNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std, a=-bound, b=bound)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class Dinomaly(AnomalyModel):
+    def __init__(
+        self,
+        encoder: Encoder,
+        dropout: float = 0.2,
+        bottleneck_ratio: float = 4.0,
+        num_blocks: int = 8,
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-8,
+        attn_eps: float = 0.0,
+        encoder_groups: Sequence[Sequence[int]] | None = None,
+        decoder_groups: Sequence[Sequence[int]] = OFFICIAL_GROUPS,
+        hm_ratio: float = 0.9,
+        hm_warmup_steps: int = 1000,
+        hm_factor: float = 0.1,
+        init_std: float = 0.01,
+        cnn_stride: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(encoder, **kwargs)
+        self.is_vit = encoder.spec.kind == "vit"
+        self.cnn_stride = cnn_stride
+        self.encoder_groups = [list(g) for g in (encoder_groups or halves(len(encoder.taps)))]
+        self.decoder_groups = [list(g) for g in decoder_groups]
+        self.hm_ratio, self.hm_warmup_steps, self.hm_factor = hm_ratio, hm_warmup_steps, hm_factor
+        self._check_groups(len(encoder.taps), num_blocks)
+        # width of the tokens: the ViT's D, or the concatenated CNN stages
+        width = encoder.channels[0] if self.is_vit else sum(encoder.channels)
+        if not self.is_vit:  # channel slices of the concatenated stages that form each encoder group
+            bounds = [0, *torch.tensor(encoder.channels).cumsum(0).tolist()]
+            self.channel_groups = [[(bounds[i], bounds[i + 1]) for i in g] for g in self.encoder_groups]
+        heads = num_heads or default_heads(width)
+        self.bottleneck = NoisyBottleneck(width, bottleneck_ratio, dropout)
+        mixer = partial(LinearAttention, eps=attn_eps)
+        self.decoder = nn.ModuleList(
+            ViTBlock(width, heads, mlp_ratio, qkv_bias=True, norm_eps=norm_eps, mixer=mixer)
+            for _ in range(num_blocks)
+        )
+        trunc_normal_init_(self.bottleneck, init_std, 3 * init_std)
+        trunc_normal_init_(self.decoder, init_std, 3 * init_std)
+
+    def _check_groups(self, taps: int, blocks: int) -> None:
+        if len(self.encoder_groups) != len(self.decoder_groups):
+            raise ValueError(
+                f"method.model.encoder_groups ({self.encoder_groups}) and decoder_groups "
+                f"({self.decoder_groups}) must have the same number of groups"
+            )
+        for name, groups, limit in (
+            ("encoder_groups", self.encoder_groups, taps),
+            ("decoder_groups", self.decoder_groups, blocks),
+        ):
+            if not all(groups) or any(not 0 <= i < limit for g in groups for i in g):
+                raise ValueError(f"method.model.{name} {groups} must be non-empty lists of indices < {limit}")
+
+    # -- the paper's forward pass -----------------------------------------------------------------
+
+    def forward(self, images: Tensor) -> dict[str, Any]:
+        if self.is_vit:
+            taps = self.encoder(images)  # 8 x (B, P + h*w, D)
+            tokens = torch.stack(taps, dim=1).mean(dim=1)  # (B, P + h*w, D)
+            outputs: dict[str, Any] = {"encoder_taps": taps}
+        else:
+            stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
+            aligned = align_avgpool(stages, self.encoder.strides, self.cnn_stride)  # (B, C, h, w)
+            tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
+            outputs = {"encoder_taps": stages, "aligned": aligned}
+        x = self.bottleneck(tokens)
+        outputs |= {"fused": tokens, "bottleneck": x}
+        decoded = []
+        for block in self.decoder:
+            x = block(x)
+            decoded.append(x)  # (B, N, D)
+        outputs["decoder_blocks"] = decoded
+        reverse = decoded[::-1]  # the last decoder block pairs with the shallowest taps
+        if self.is_vit:
+            encoder_groups = [self._to_map(fuse(taps, g)) for g in self.encoder_groups]
+            decoder_groups = [self._to_map(fuse(reverse, g)) for g in self.decoder_groups]
+        else:
+            side = aligned.shape[-2:]
+            decoded_maps = [d.transpose(1, 2).reshape(d.shape[0], -1, *side) for d in reverse]
+            encoder_groups = [self._slice(aligned, s) for s in self.channel_groups]
+            decoder_groups = [
+                self._slice(fuse(decoded_maps, g), s)
+                for g, s in zip(self.decoder_groups, self.channel_groups, strict=True)
+            ]
+        outputs |= {"encoder_groups": encoder_groups, "decoder_groups": decoder_groups}
+        outputs["anomaly_map"] = self.anomaly_map(encoder_groups, decoder_groups, images.shape[-2:])
+        return outputs
+
+    def _to_map(self, tokens: Tensor) -> Tensor:
+        return self.encoder.tokens_to_map(tokens)  # (B, P + h*w, D) -> (B, D, h, w)
+
+    @staticmethod
+    def _slice(features: Tensor, ranges: Sequence[tuple[int, int]]) -> Tensor:
+        return torch.cat([features[:, a:b] for a, b in ranges], dim=1)
+
+    @staticmethod
+    def anomaly_map(
+        encoder_groups: Sequence[Tensor], decoder_groups: Sequence[Tensor], size: Sequence[int]
+    ) -> Tensor:
+        """Mean over groups of 1 - cos over channels, bilinear (align_corners=True) to `size`: (B,1,H,W)."""
+        distances = [
+            1 - F.cosine_similarity(en.float(), de.float(), dim=1).unsqueeze(1)
+            for en, de in zip(encoder_groups, decoder_groups, strict=True)
+        ]
+        mean = torch.stack(distances, dim=0).mean(dim=0)  # (B, 1, h, w)
+        return F.interpolate(mean, size=tuple(size), mode="bilinear", align_corners=True)
+
+    def loss(self, outputs: dict[str, Any]) -> dict[str, Tensor]:
+        ratio = hard_mining_ratio(self.global_step, self.hm_ratio, self.hm_warmup_steps)
+        loss = global_cosine_hm(outputs["encoder_groups"], outputs["decoder_groups"], ratio, self.hm_factor)
+        return {"loss": loss, "hm_ratio": torch.tensor(ratio)}
+
+    # -- schedule -----------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        """As the base; a scheduler whose `total_steps` is unset (-1 or null: an epoch-based run) gets the
+        run's length from the trainer, so the cosine ends with the run."""
+        factory = self.scheduler_factory
+        if isinstance(factory, partial) and (factory.keywords.get("total_steps") or -1) < 0:
+            if self._trainer is None:  # outside a Trainer (a benchmark): nothing would step a scheduler
+                return self.optimizer_factory(self.trainable_parameters())
+            steps = int(self.trainer.estimated_stepping_batches)
+            self.scheduler_factory = partial(factory, total_steps=steps)
+        return super().configure_optimizers()
