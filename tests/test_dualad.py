@@ -243,6 +243,11 @@ def test_he_streams_are_read_from_the_memories(tiny_cfg):
     )
 
 
+def test_neighbour_mask_can_be_switched_off(tiny_cfg):
+    model = _tiny_model(tiny_cfg, "dualad_ho", "method.model.neighbor_size=null").eval()
+    assert model(torch.randn(1, 3, 64, 64))["anomaly_map"].shape == (1, 1, 64, 64)
+
+
 def test_unknown_variant_is_refused_with_the_key(tiny_cfg):
     with pytest.raises(Exception, match=r"method\.model\.variant 'xx' is not one of"):
         _tiny_model(tiny_cfg, "dualad_he", "method.model.variant=xx")

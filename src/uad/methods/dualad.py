@@ -115,7 +115,7 @@ class DualAD(AnomalyModel):
         memory_scale: float = 1.0,
         shrink_threshold: float | None = None,
         noise_scale: float = 3.2,
-        neighbor_size: int = 7,
+        neighbor_size: int | None = 7,
         **kwargs: Any,
     ) -> None:
         super().__init__(encoder, **kwargs)
@@ -183,7 +183,9 @@ class DualAD(AnomalyModel):
                 f"DualAD was built for a {self.grid[0]}x{self.grid[1]} feature grid but got {h}x{w}: "
                 "feed images of the protocol's input size (protocol.image_size)"
             )
-        mask = neighbour_mask(self.grid, self.neighbor_size, aligned.device)  # (N, N), True = attend
+        mask = (  # (N, N), True = attend; None = no mask
+            neighbour_mask(self.grid, self.neighbor_size, aligned.device) if self.neighbor_size else None
+        )
         pos = self.pos_embed()  # (N, D)
         wide_pos = self.pos_proj(pos) if self.pos_proj is not None else None  # (N, S*D)
 
