@@ -3,6 +3,7 @@ of the normal images of all selected classes; evaluation per class)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,15 @@ SETTINGS = ("unified", "separate")
 CACHE_WARN_BYTES = 8 * 2**30
 
 
+def default_num_workers() -> int:
+    """Loader processes when the config leaves it open: none on a CPU-only machine, where the model needs
+    every core (measured on 2 cores: the default run trains at 4.5 img/s with 0 workers, 2.1 with 2), and
+    up to 8 beside a GPU, which would otherwise wait for decoding."""
+    if not torch.cuda.is_available():
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 class AnomalyDataModule(LightningDataModule):
     """Train on the good images of all `classes` at once; test on every test image, per class.
 
@@ -32,6 +42,7 @@ class AnomalyDataModule(LightningDataModule):
     per class). strict: the counts of an official dataset must match the reference (false: partial copies).
     image_size, crop_size, interpolation, mask_threshold: the protocol's input side (see EvalProtocol).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
+    num_workers: loader processes; None = `default_num_workers()`.
     """
 
     def __init__(
@@ -43,7 +54,7 @@ class AnomalyDataModule(LightningDataModule):
         strict: bool = True,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         image_size: int = 224,
         crop_size: int | None = None,
@@ -65,7 +76,7 @@ class AnomalyDataModule(LightningDataModule):
         self.strict = strict
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.transform = build_transform(image_size, crop_size, interpolation)
         self.mask_threshold = mask_threshold
