@@ -19,6 +19,7 @@ from typing import Any
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from uad.utils.hydra_job import multirun_job
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
@@ -54,12 +55,8 @@ def _go_offline(offline: bool | None, save_dir: str | Path) -> bool:
 
 def sweep_group() -> str | None:
     """The W&B group of the current Hydra multirun (its sweep folder's name); None for a single run."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return group_of(Path(HydraConfig.get().sweep.dir))
+    job = multirun_job()
+    return None if job is None else group_of(Path(job.sweep.dir))
 
 
 def group_of(sweep_dir: Path) -> str:

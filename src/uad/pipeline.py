@@ -28,6 +28,7 @@ from uad.metrics.protocol import EvalProtocol
 from uad.nn import attention as _attention  # noqa: F401  registers the CPU SDPA FLOP formula for describe
 from uad.results import merge_results, print_table, write_results
 from uad.runstatus import RunStatus
+from uad.utils.hydra_job import multirun_job
 from uad.utils.io import write_json, write_text
 from uad.utils.logging import get_logger
 
@@ -296,20 +297,10 @@ def _print_description(info: dict[str, Any]) -> None:
 # --- Hydra multiruns, launchers and DDP ------------------------------------------------------------
 
 
-def _multirun_job() -> Any | None:
-    """The Hydra config of the current job when it is part of a multirun, else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return HydraConfig.get()
-    return None
-
-
 def pin_job_device(cfg: DictConfig) -> None:
     """One GPU per job in a sweep: job i runs on GPU i mod N (parallel launchers such as joblib do not
     assign devices). Only when the job asks for one device and this process sees several."""
-    job = _multirun_job()
+    job = multirun_job()
     if job is None or cfg.trainer.get("accelerator") not in ("gpu", "cuda", "auto"):
         return
     count = torch.cuda.device_count()
@@ -325,7 +316,7 @@ def ddp_children_run_this_job(output_dir: Path) -> None:
     """Lightning's `ddp` starts ranks > 0 by re-running `sys.argv` plus `hydra.run.dir=<run dir>`; inside a
     multirun that would start the whole sweep again in every child, in the wrong folder. Make the children
     run this one job (its own overrides, no `-m`) in this job's folder."""
-    job = _multirun_job()
+    job = multirun_job()
     if job is None:
         return
     flags, argv = [], sys.argv[1:]
@@ -387,7 +378,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     except Exception as err:
         failed = True
         message = status.failed(err) if status else str(err)
-        if _multirun_job() is None:
+        if multirun_job() is None:
             raise
         log.exception("job failed, the sweep goes on: %s (details in %s/error.txt)", message, output_dir)
         return None
