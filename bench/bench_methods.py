@@ -20,7 +20,8 @@ from omegaconf import open_dict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from uad.pipeline import build_encoder, build_model, build_protocol, describe  # noqa: E402
+from uad.builders import build_encoder, build_module, build_net, build_protocol  # noqa: E402
+from uad.describe import describe  # noqa: E402
 
 # (method, backbone, extra overrides): the backbones each paper reports, plus the offline default encoder.
 CASES = [
@@ -69,8 +70,8 @@ def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
 
     device = torch.device("cuda" if CUDA else "cpu")
     protocol = build_protocol(cfg)
-    model = build_model(cfg, build_encoder(cfg, protocol)).to(device)
-    optimizer = model.configure_optimizers()
+    model = build_net(cfg, build_encoder(cfg, protocol)).to(device)
+    optimizer = build_module(cfg, model).configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     images = torch.randn(BATCH, 3, protocol.input_size, protocol.input_size, device=device)
 

@@ -20,8 +20,8 @@ from tests.data_trees import (
     write_image,
     write_mask,
 )
+from uad.builders import build_datamodule, build_protocol
 from uad.data.readers import MPDD_COUNTS, VISA_COUNTS
-from uad.pipeline import build_datamodule, build_protocol
 
 
 def datamodule(tmp_path, dataset: str, root, *overrides: str, setup: bool = True):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from omegaconf import open_dict
 
 from tests.conftest import CONF_DIR, compose_config
-from uad import pipeline
+from uad import builders, pipeline
 from uad.encoders import Encoder
 from uad.encoders.encoder import resample_grid_pos_embed
 from uad.methods.dinomaly import Dinomaly, default_heads
@@ -59,8 +59,9 @@ def test_describe_matches_the_official_counts_and_shapes_at_392(backbone, tmp_pa
     assert info["per_module"] == {"bottleneck": bottleneck, "decoder": decoder}
     shapes = info["shapes"]
     tokens = [1, 1 + 4 + 28 * 28, dim]  # cls, 4 registers, 28 x 28 patches
-    assert shapes["encoder_taps"] == [tokens] * 8
-    assert shapes["fused"] == shapes["bottleneck"] == tokens
+    assert shapes["taps"] == [tokens] * 8
+    assert shapes["features"] == {"fused": tokens, "encoder_groups": [1, 2, dim, 28, 28]}
+    assert shapes["fused"] == tokens
     assert shapes["decoder_blocks"] == [tokens] * 8
     assert shapes["encoder_groups"] == shapes["decoder_groups"] == [[1, dim, 28, 28]] * 2
     assert shapes["anomaly_map"] == [1, 1, 392, 392]
@@ -82,9 +83,11 @@ def test_groups_pair_shallow_taps_with_the_last_decoder_blocks():
     assert model.encoder_groups == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [len(model.decoder), default_heads(384), model.decoder[0].attn.num_heads] == [8, 6, 6]
     assert len(model.encoder.net.blocks) == 10  # the encoder runs only up to its last tap (block 9)
+    images = torch.randn(2, 3, 56, 56)
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 56, 56))
-    taps, blocks = out["encoder_taps"], out["decoder_blocks"]
+        out = model(images)
+        taps = model.encoder(images)
+    blocks = out["decoder_blocks"]
 
     def as_map(tokens: torch.Tensor) -> torch.Tensor:  # drop cls + 4 registers, (B, N, D) -> (B, D, 4, 4)
         return tokens[:, 5:].transpose(1, 2).reshape(2, 384, 4, 4)
@@ -175,9 +178,10 @@ def test_cnn_variant_splits_the_aligned_stages_into_two_groups():
     torch.manual_seed(0)
     model = Dinomaly(Encoder("effnet_lite0", pretrained=False, input_size=64)).eval()
     assert model.decoder[0].attn.num_heads == 3  # 192 channels -> 3 heads of 64
+    images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        out = model(torch.randn(2, 3, 64, 64))
-    aligned = out["aligned"]  # 16+24+40+112 = 192 channels on the stride-16 grid
+        out = model(images)
+        aligned = model.extract(images)["aligned"]  # 16+24+40+112 = 192 channels on the stride-16 grid
     assert aligned.shape == (2, 192, 4, 4) and out["fused"].shape == (2, 16, 192)
     torch.testing.assert_close(out["encoder_groups"][0], aligned[:, :40])
     torch.testing.assert_close(out["encoder_groups"][1], aligned[:, 40:])
@@ -191,7 +195,8 @@ def test_loss_follows_the_mining_schedule_and_trains_only_the_decoder():
     model = _small_vit().train()
     out = model(torch.randn(2, 3, 56, 56))
     losses = model.loss(out)
-    assert losses["hm_ratio"].item() == 0.0  # no trainer: global step 0
+    assert losses["hm_ratio"].item() == 0.0  # step 0
+    assert model.loss(out, step=500)["hm_ratio"].item() == pytest.approx(0.45)  # 0.9 * 500 / 1000
     losses["loss"].backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(p.grad is not None for p in model.trainable_parameters())
@@ -212,15 +217,15 @@ def test_optimiser_from_the_method_config(tmp_path):
     cfg = compose_config(["method=dinomaly", "backbone=dinov2_vits14_reg", "backbone.pretrained=false"])
     with open_dict(cfg):
         cfg.protocol.crop_size = 56
-    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
-    optimizer = model.configure_optimizers()  # no trainer, epoch-based config: no horizon, optimiser only
+    net = builders.build_net(cfg, builders.build_encoder(cfg, builders.build_protocol(cfg)))
+    # no trainer and an epoch-based config: no horizon, so the optimiser alone
+    optimizer = builders.build_module(cfg, net).configure_optimizers()
     assert isinstance(optimizer, StableAdamW)
     assert optimizer.defaults["eps"] == 1e-10 and optimizer.defaults["amsgrad"]
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 15_377_280
     with open_dict(cfg):
         cfg.trainer.max_steps = 50
-    model = pipeline.build_model(cfg, model.encoder)
-    scheduler = model.configure_optimizers()["lr_scheduler"]
+    scheduler = builders.build_module(cfg, net).configure_optimizers()["lr_scheduler"]
     assert scheduler["interval"] == "step" and scheduler["scheduler"].total_steps == 50
 
 

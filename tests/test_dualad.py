@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import compose_config
-from uad import pipeline
+from uad import builders, pipeline
 from uad.methods.dualad import DualAD
 from uad.nn.align import align_avgpool
 from uad.nn.level_error import level_mse_sum, level_rms_product
@@ -184,7 +184,7 @@ def test_describe_wres50_reports_the_official_parameter_count_and_shapes(method,
 @pytest.mark.parametrize(("backbone", "method"), [k for k in OFFICIAL if k[0] != "wres50"], ids=str)
 def test_other_backbones_give_the_official_parameter_count(backbone, method, tmp_path):
     cfg = compose_config([f"method={method}", f"backbone={backbone}", "backbone.pretrained=false"], tmp_path)
-    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+    model = builders.build_net(cfg, builders.build_encoder(cfg, builders.build_protocol(cfg)))
     assert sum(model.encoder.channels) == CHANNELS[backbone] and model.grid == (14, 14)
     assert model.parameter_counts()["trainable_params"] == OFFICIAL[(backbone, method)]
 
@@ -211,7 +211,7 @@ TINY_DUALAD = [
 
 def _tiny_model(tiny_cfg, method: str, *overrides: str) -> DualAD:
     cfg = tiny_cfg(f"method={method}", *TINY_DUALAD, *overrides)
-    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+    model = builders.build_net(cfg, builders.build_encoder(cfg, builders.build_protocol(cfg)))
     assert isinstance(model, DualAD) and model.grid == (4, 4)
     return model
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from tests.conftest import compose_config
-from uad import pipeline
+from uad import builders, pipeline
 from uad.metrics import EvalProtocol
 
 
@@ -20,7 +20,7 @@ def test_bad_metric_keys_are_named():
 
 @pytest.mark.parametrize("preset", ["r224", "uniad224", "dualad224", "dinomaly392", "ader256"])
 def test_every_preset_is_exact_and_float32_by_default(preset):
-    protocol = pipeline.build_protocol(compose_config([f"protocol={preset}"]))
+    protocol = builders.build_protocol(compose_config([f"protocol={preset}"]))
     assert protocol.pixel_bins is None and protocol.map_dtype == "float32"
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from uad import pipeline
+from uad import builders, pipeline
 from uad.data.synthetic import DEFECTS
 from uad.metrics import METRIC_NAMES
 
@@ -41,7 +41,7 @@ def test_train_and_evaluate_writes_every_results_file(tiny_cfg):
 
 def test_second_run_reuses_the_cached_synthetic_tree(tiny_cfg):
     cfg = tiny_cfg()
-    datamodule = pipeline.build_datamodule(cfg, pipeline.build_protocol(cfg))
+    datamodule = builders.build_datamodule(cfg, builders.build_protocol(cfg))
     datamodule.prepare_data()
     manifest = datamodule.data_root / "manifest.json"
     stamp = manifest.stat().st_mtime_ns
@@ -94,20 +94,23 @@ def test_checkpoint_holds_only_the_trainable_state(tiny_cfg, tmp_path):
     from lightning.pytorch import Trainer
 
     cfg = tiny_cfg()
-    protocol = pipeline.build_protocol(cfg)
-    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, protocol))
+    protocol = builders.build_protocol(cfg)
+    model = builders.build_module(cfg, builders.build_net(cfg, builders.build_encoder(cfg, protocol)))
     trainer = Trainer(
         accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
-    trainer.fit(model, datamodule=pipeline.build_datamodule(cfg, protocol))
+    trainer.fit(model, datamodule=builders.build_datamodule(cfg, protocol))
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=False)["state_dict"]
-    assert state and not [k for k in state if k.startswith("encoder.")]
+    checkpoint = torch.load(path, weights_only=False)
+    state = checkpoint["state_dict"]
+    assert state and all(k.startswith("net.") for k in state)
+    assert not [k for k in state if k.startswith("net.encoder.")]
+    assert checkpoint["uad"]["config"]["method"]["name"] == "featrec"  # the checkpoint can rebuild its net
     optimizer = trainer.optimizers[0]
     optimised = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    assert not any(id(p) in optimised for p in model.encoder.parameters())
-    fresh = pipeline.build_model(cfg, pipeline.build_encoder(cfg, protocol))
+    assert not any(id(p) in optimised for p in model.net.encoder.parameters())
+    fresh = builders.build_module(cfg, builders.build_net(cfg, builders.build_encoder(cfg, protocol)))
     fresh.on_load_checkpoint({"state_dict": state})
     fresh.load_state_dict(state, strict=False)
     for name, value in state.items():

@@ -21,6 +21,7 @@ from uad import leaderboard, pipeline
 from uad.metrics import METRIC_NAMES
 from uad.results import build_results, write_results
 from uad.runstatus import RunStatus
+from uad.utils import hydra_job
 
 PYTHONPATH = os.pathsep.join(p for p in [str(ROOT / "src"), os.environ.get("PYTHONPATH")] if p)
 ENV = {**os.environ, "PYTHONPATH": PYTHONPATH, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
@@ -274,7 +275,7 @@ def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_pa
     monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)  # as under `python run.py`, not pytest
     job_dir = tmp_path / "sweep" / "0_job"
     try:
-        pipeline.ddp_children_run_this_job(job_dir)
+        hydra_job.ddp_children_run_this_job(job_dir)
         command, cwd = _hydra_subprocess_cmd(local_rank=1)
     finally:
         HydraConfig.instance().cfg = None
@@ -303,7 +304,7 @@ def test_sweep_jobs_take_gpus_round_robin(tiny_cfg, monkeypatch):
         gpu, cpu = tiny_cfg("trainer.accelerator=gpu"), tiny_cfg()
         two = tiny_cfg("trainer.accelerator=gpu", "trainer.devices=2")
         for cfg in (gpu, cpu, two):
-            pipeline.pin_job_device(cfg)
+            hydra_job.pin_job_device(cfg)
     finally:
         HydraConfig.instance().cfg = None
     assert list(gpu.trainer.devices) == [1]
@@ -375,7 +376,9 @@ def test_wandb_offline_run_holds_the_table_and_the_overlays(tiny_cfg, monkeypatc
     from uad.loggers import log_leaderboard
 
     sweep = out.parent
-    log_leaderboard(leaderboard.build_leaderboard(sweep), sweep, project="uad")
+    board = leaderboard.build_leaderboard(sweep)
+    columns, rows = leaderboard.leaderboard_table(board["runs"])
+    log_leaderboard(columns, rows, board["paths"].get("png"), sweep, project="uad")
     (board_dir,) = (sweep / "wandb").glob("offline-run-*")
     assert list((board_dir / "files" / "media").glob("table/leaderboard_*.table.json"))
     assert list((board_dir / "files" / "media").glob("images/leaderboard_heatmap_*.png"))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.conftest import compose_config
-from uad import pipeline
+from uad import builders, pipeline
 from uad.encoders import Encoder, get_spec, list_encoders
 from uad.methods.uniad import UniAD
 from uad.metrics import METRIC_NAMES
@@ -63,7 +63,8 @@ def test_parity_with_the_official_model_at_224(tiny_cfg):
     assert info["per_module"]["queries"] == 4 * 196 * 256
     assert info["encoder"]["channels"] == [24, 32, 56, 160] and info["encoder"]["strides"] == [2, 4, 8, 16]
     shapes = info["shapes"]
-    assert shapes["features"] == [[1, 24, 112, 112], [1, 32, 56, 56], [1, 56, 28, 28], [1, 160, 14, 14]]
+    assert shapes["taps"] == [[1, 24, 112, 112], [1, 32, 56, 56], [1, 56, 28, 28], [1, 160, 14, 14]]
+    assert shapes["features"] == {"aligned": [1, 272, 14, 14]}
     assert shapes["aligned"] == shapes["reconstruction"] == [1, 272, 14, 14]
     assert shapes["encoded"] == [1, 196, 256]
     assert shapes["anomaly_map"] == [1, 1, 224, 224]
@@ -76,7 +77,7 @@ def test_parity_with_the_official_model_at_224(tiny_cfg):
 
 
 def test_protocol_is_the_papers(tiny_cfg):
-    protocol = pipeline.build_protocol(tiny_cfg("method=uniad", "protocol.image_size=224"))
+    protocol = builders.build_protocol(tiny_cfg("method=uniad", "protocol.image_size=224"))
     assert protocol.name == "uniad224" and protocol.score == "avgpool_max" and protocol.score_kernel == 16
     assert protocol.smoothing_sigma == 0.0
 
@@ -124,7 +125,7 @@ def test_the_frozen_encoder_is_not_reinitialised_and_heads_are_xavier():
 def test_a_blind_neighbourhood_is_refused_naming_the_key(tiny_cfg):
     cfg = tiny_cfg("method=uniad")  # 64 px -> a 4x4 grid, fully inside a 7x7 neighbourhood
     with pytest.raises(Exception, match=r"7x7 neighbourhood hides the whole 4x4.*method.model.neighbor_size"):
-        pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+        builders.build_net(cfg, builders.build_encoder(cfg, builders.build_protocol(cfg)))
 
 
 def test_vit_tokens_are_the_grid(tiny_cfg):
@@ -161,7 +162,7 @@ def test_paper_recipes_compose_and_build(experiment, grid, neighbourhood, epochs
     cfg = compose_config([f"experiment={experiment}", "backbone.pretrained=false"])
     assert cfg.trainer.max_epochs == epochs and cfg.trainer.gradient_clip_val == clip
     assert cfg.method.optimizer.lr == 1e-4 and cfg.dataset.batch_size == 8
-    model = pipeline.build_model(cfg, pipeline.build_encoder(cfg, pipeline.build_protocol(cfg)))
+    model = builders.build_net(cfg, builders.build_encoder(cfg, builders.build_protocol(cfg)))
     assert model.grid == (grid, grid) and model.neighbor_size == (neighbourhood, neighbourhood)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from uad.loggers import log_leaderboard
 from uad.metrics.functional import METRIC_NAMES
 from uad.runstatus import ERROR_FILE, STATUS_FILE, read_status
 from uad.utils.io import atomic_write, write_text
@@ -241,9 +242,21 @@ class LeaderboardCallback(Callback):
         board = build_leaderboard(config.hydra.sweep.dir)
         wandb_cfg = OmegaConf.select(config, "logger.wandb")
         if wandb_cfg is not None and board["runs"]:
-            from uad.loggers import log_leaderboard
+            columns, rows = leaderboard_table(board["runs"])
+            sweep_dir = Path(config.hydra.sweep.dir)
+            log_leaderboard(columns, rows, board["paths"].get("png"), sweep_dir, wandb_cfg.get("project"))
 
-            log_leaderboard(board, Path(config.hydra.sweep.dir), project=wandb_cfg.get("project"))
+
+def leaderboard_table(runs: list[RunRecord]) -> tuple[list[str], list[list[Any]]]:
+    """The leaderboard as columns and rows (one per run) for a table logger."""
+    columns = ["run", "status", *IDENTITY, "overrides", *METRIC_NAMES, "error"]
+    rows = [
+        [r.name, r.status, *(r.identity.get(k) for k in IDENTITY), r.overrides_text]
+        + [r.mean.get(k) for k in METRIC_NAMES]
+        + [r.error]
+        for r in runs
+    ]
+    return columns, rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,6 +13,7 @@ import netrc
 import os
 import secrets
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,12 +131,15 @@ def tensorboard_logger(save_dir: str, **kwargs: Any) -> TensorBoardLogger:
     return TensorBoardLogger(save_dir=save_dir, **kwargs)
 
 
-def log_leaderboard(board: dict[str, Any], sweep_dir: Path, project: str | None = None) -> None:
-    """Send a sweep's leaderboard (table and heat map) to W&B as one run of the sweep's group."""
+def log_leaderboard(
+    columns: list[str],
+    rows: list[list[Any]],
+    heatmap: Path | None,
+    sweep_dir: Path,
+    project: str | None = None,
+) -> None:
+    """Send a sweep's leaderboard (its table and heat map) to W&B as one run of the sweep's group."""
     import wandb
-
-    from uad.leaderboard import IDENTITY
-    from uad.metrics.functional import METRIC_NAMES
 
     offline = _go_offline(None, sweep_dir)
     run = wandb.init(
@@ -147,16 +151,16 @@ def log_leaderboard(board: dict[str, Any], sweep_dir: Path, project: str | None 
         mode="offline" if offline else None,
     )
     try:
-        columns = ["run", "status", *IDENTITY, "overrides", *METRIC_NAMES, "error"]
-        rows = [
-            [r.name, r.status, *(r.identity.get(k) for k in IDENTITY), r.overrides_text]
-            + [r.mean.get(k) for k in METRIC_NAMES]
-            + [r.error]
-            for r in board["runs"]
-        ]
         payload: dict[str, Any] = {"leaderboard": wandb.Table(columns=columns, data=rows)}
-        if board["paths"].get("png"):
-            payload["leaderboard_heatmap"] = wandb.Image(str(board["paths"]["png"]))
+        if heatmap:
+            payload["leaderboard_heatmap"] = wandb.Image(str(heatmap))
         run.log(payload)
     finally:
         run.finish()
+
+
+def finish_wandb(failed: bool) -> None:
+    """Sequential multirun jobs share the process: close this job's W&B run before the next starts."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)

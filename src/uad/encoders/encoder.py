@@ -79,13 +79,13 @@ class Encoder(nn.Module):
 
     def _build_vit(self, pretrained: bool, weights: str | None) -> nn.Module:
         spec = self.spec
-        patch = 16 if "patch16" in spec.timm_name else 14
+        patch = spec.patch_size
         if self.input_size % patch:
             raise ValueError(
                 f"backbone '{spec.name}' has {patch}-pixel patches; the input size {self.input_size} "
                 f"is not a multiple of {patch} (Dinomaly uses 392 = 28 x 14)"
             )
-        if max(self.taps) >= (24 if "large" in spec.timm_name else 12):
+        if max(self.taps) >= spec.depth:
             raise ValueError(f"backbone.taps {self.taps} exceed the blocks of '{spec.name}'")
         kwargs = {"img_size": self.input_size, "num_classes": 0}
         if spec.pos_offset is not None:  # keep the native grid; `_pos_embed` resamples it per input

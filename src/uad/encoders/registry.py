@@ -20,7 +20,8 @@ class EncoderSpec:
     tensors map in order onto the timm model. `pos_offset` (ViTs): when set, the model keeps its
     positional embedding at `native_size` and resamples it per input the way the original implementation
     does (bicubic, scale (n + offset) / n0, no antialias: DINOv2's `interpolate_pos_encoding`) instead of
-    timm's size-based antialiased resampling at construction.
+    timm's size-based antialiased resampling at construction. `patch_size` and `depth` are a ViT's facts,
+    stated here rather than guessed from its timm name.
     """
 
     name: str
@@ -34,6 +35,8 @@ class EncoderSpec:
     native_size: int = 224
     notes: str = ""
     pos_offset: float | None = None
+    patch_size: int | None = None  # ViTs: pixels per patch side
+    depth: int | None = None  # ViTs: number of transformer blocks
     extra: dict = field(default_factory=dict)
 
     @property
@@ -156,6 +159,8 @@ def vits16_dino() -> EncoderSpec:
         "vit",
         (2, 5, 8, 11),
         hub_tag="dino",
+        patch_size=16,
+        depth=12,
         notes="DINO ViT-S/16, cls token dropped for grid methods",
     )
 
@@ -174,6 +179,8 @@ def _dinov2(size: str, registers: bool) -> EncoderSpec:
         hub_tag="lvd142m",
         native_size=518,
         pos_offset=0.1,
+        patch_size=14,
+        depth=depth,
         notes="DINOv2; default taps are Dinomaly's middle eight blocks; positional embedding resampled from "
         "37x37 as the official DINOv2 code (bicubic, offset 0.1, no antialias), as Dinomaly runs it",
     )

@@ -1,5 +1,5 @@
-"""Methods: one shared base module (`AnomalyModel`), then one file per method."""
+"""Methods: one network base class (`AnomalyNet`, plain `nn.Module`), then one file per method."""
 
-from uad.methods.base import AnomalyModel
+from uad.methods.base import AnomalyNet, Features, NetOutput
 
-__all__ = ["AnomalyModel"]
+__all__ = ["AnomalyNet", "Features", "NetOutput"]

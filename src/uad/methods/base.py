@@ -1,63 +1,77 @@
-"""What every method shares: the frozen encoder, the optimiser set-up, the training and test steps, and
-the hand-off of per-image anomaly maps to evaluation. A method file holds only what is its own:
-its trainable modules, `forward` (which names the tensors it produces) and `loss`.
+"""What every method's network shares: a frozen encoder, a trainable part, and one typed output.
+
+A network is a plain `nn.Module`, free of Lightning, so that training (`uad.module.AnomalyModule`),
+prediction, export and the import of official checkpoints all work on the same object. It is split in two
+at the frozen/trainable boundary:
+
+- `extract(images) -> Features`: everything the frozen encoder computes, reduced to exactly what the
+  trainable part consumes (a named set of tensors: a feature cache can store it);
+- `reconstruct(features, size) -> NetOutput`: the trainable part, with the method's training-time noise,
+  ending in the anomaly map at `size`.
+
+`forward(images)` chains the two; `loss(output, step)` is the method's objective.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torch.optim import Optimizer
 
-from uad.encoders import Encoder
+from uad.encoders import Encoder, EncoderSpec
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-SchedulerFactory = Callable[[Optimizer], Any]
+Features = dict[str, Tensor]  # what the trainable part consumes, by name; all tensors batch-first
 
 
-class AnomalyModel(LightningModule):
-    """Base LightningModule: a frozen `Encoder` plus the trainable modules a subclass adds.
+@dataclass
+class NetOutput:
+    """A network's output: the anomaly map, plus the named intermediate tensors its loss needs and
+    `mode=describe` prints. `output["name"]` reads either."""
 
-    Subclasses implement:
-      forward(images) -> dict with at least "anomaly_map": (B, 1, H, W) at input resolution, plus the
-        named intermediate tensors (`mode=describe` prints their shapes);
-      loss(outputs) -> scalar tensor, or a dict whose "loss" entry is optimised (others are logged).
-    The encoder is kept in eval mode, gets no gradients, is left out of the optimiser and out of saved
-    checkpoints (it is rebuilt from its weights source when a checkpoint is loaded).
+    anomaly_map: Tensor  # (B, 1, H, W) at the input resolution, float32
+    tensors: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.anomaly_map if name == "anomaly_map" else self.tensors[name]
+
+
+class AnomalyNet(nn.Module):
+    """Base network: a frozen `Encoder` plus the trainable modules a subclass adds.
+
+    Subclasses implement `extract`, `reconstruct` and `loss`; optionally the classmethod `default_taps`.
+    The encoder has no trainable parameters and stays in eval mode (`Encoder.train` ignores the flag).
     """
 
-    def __init__(
-        self,
-        encoder: Encoder,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: SchedulerFactory | None = None,
-        scheduler_interval: str = "epoch",
-    ) -> None:
+    def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         self.encoder = encoder
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
-        self.strict_loading = False  # checkpoints carry only the trainable state
 
     @classmethod
-    def default_taps(cls, spec) -> tuple[int, ...] | None:
+    def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...] | None:
         """Encoder taps this method wants for `spec` when `backbone.taps` is not set (None: the spec's)."""
         return None
 
     # -- the method's own part --------------------------------------------------------------------
 
-    def forward(self, images: Tensor) -> dict[str, Any]:
+    def extract(self, images: Tensor) -> Features:
         raise NotImplementedError
 
-    def loss(self, outputs: dict[str, Any]) -> Tensor | dict[str, Tensor]:
+    def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        raise NotImplementedError
+
+    def loss(self, output: NetOutput, step: int = 0) -> Tensor | dict[str, Tensor]:
+        """Scalar loss, or a dict whose "loss" entry is optimised (the others are logged). `step` is the
+        optimiser step, for schedules inside the loss (Dinomaly's hard-mining ramp)."""
         raise NotImplementedError
 
     # -- shared behaviour -------------------------------------------------------------------------
+
+    def forward(self, images: Tensor) -> NetOutput:
+        with torch.no_grad():
+            features = self.extract(images)
+        return self.reconstruct(features, tuple(images.shape[-2:]))
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {name: module for name, module in self.named_children() if name != "encoder"}
@@ -65,52 +79,9 @@ class AnomalyModel(LightningModule):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        outputs = self(batch["image"])
-        losses = self.loss(outputs)
-        losses = losses if isinstance(losses, dict) else {"loss": losses}
-        batch_size = batch["image"].shape[0]
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
-        for name, value in losses.items():
-            if name != "loss":
-                self.log(f"train/{name}", value, batch_size=batch_size)
-        return losses["loss"]
-
-    def test_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        """Per-image anomaly maps at input resolution; the Evaluator callback turns them into metrics."""
-        outputs = self(batch["image"])
-        return {"anomaly_map": outputs["anomaly_map"].float()}
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
-        return self.test_step(batch, batch_idx)
-
-    def configure_optimizers(self):
-        if self.optimizer_factory is None:
-            raise ValueError("no optimizer configured: set method.optimizer in the config")
-        optimizer = self.optimizer_factory(self.trainable_parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
-
-    def train(self, mode: bool = True) -> AnomalyModel:
-        super().train(mode)
-        self.encoder.eval()  # Lightning calls train() on the whole module; BatchNorm must stay frozen
-        return self
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("encoder.")
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        own = {k for k in self.state_dict() if not k.startswith("encoder.")}
-        missing = sorted(own - set(checkpoint["state_dict"]))
-        if missing:
-            raise KeyError(f"checkpoint lacks trainable tensors of this model, e.g. {missing[:5]}")
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """The state a checkpoint carries: everything but the frozen encoder (rebuilt from its weights)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
 
     @torch.no_grad()
     def parameter_counts(self) -> dict[str, Any]:

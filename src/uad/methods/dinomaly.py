@@ -23,14 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder
-from uad.methods.base import AnomalyModel
+from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 from uad.nn.linear_attention import LinearAttention
 from uad.nn.losses import global_cosine_hm, hard_mining_ratio
@@ -70,7 +69,7 @@ def trunc_normal_init_(module: nn.Module, std: float = 0.01, bound: float = 0.03
             nn.init.zeros_(m.bias)
 
 
-class Dinomaly(AnomalyModel):
+class Dinomaly(AnomalyNet):
     def __init__(
         self,
         encoder: Encoder,
@@ -88,9 +87,8 @@ class Dinomaly(AnomalyModel):
         hm_factor: float = 0.1,
         init_std: float = 0.01,
         cnn_stride: int = 16,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, **kwargs)
+        super().__init__(encoder)
         self.is_vit = encoder.spec.kind == "vit"
         self.cnn_stride = cnn_stride
         self.encoder_groups = [list(g) for g in (encoder_groups or halves(len(encoder.taps)))]
@@ -127,38 +125,48 @@ class Dinomaly(AnomalyModel):
 
     # -- the paper's forward pass -----------------------------------------------------------------
 
-    def forward(self, images: Tensor) -> dict[str, Any]:
-        if self.is_vit:
-            taps = self.encoder(images)  # 8 x (B, P + h*w, D)
-            tokens = torch.stack(taps, dim=1).mean(dim=1)  # (B, P + h*w, D)
-            outputs: dict[str, Any] = {"encoder_taps": taps}
-        else:
+    def extract(self, images: Tensor) -> Features:
+        """ViT: the mean of the taps (bottleneck input) and the fused encoder groups (the targets), stacked
+        (B, G, D, h, w). CNN variant: the stages averaged onto one grid; groups are its channel slices."""
+        if not self.is_vit:
             stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
-            aligned = align_avgpool(stages, self.encoder.strides, self.cnn_stride)  # (B, C, h, w)
+            return {"aligned": align_avgpool(stages, self.encoder.strides, self.cnn_stride)}  # (B, C, h, w)
+        taps = self.encoder(images)  # 8 x (B, P + h*w, D)
+        groups = [self._to_map(fuse(taps, g)) for g in self.encoder_groups]  # G x (B, D, h, w)
+        return {"fused": fuse(taps, range(len(taps))), "encoder_groups": torch.stack(groups, dim=1)}
+
+    def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        if self.is_vit:
+            tokens = features["fused"]  # (B, P + h*w, D)
+            encoder_groups = list(features["encoder_groups"].unbind(1))  # G x (B, D, h, w)
+        else:
+            aligned = features["aligned"]  # (B, C, h, w)
             tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
-            outputs = {"encoder_taps": stages, "aligned": aligned}
+            encoder_groups = [self._slice(aligned, s) for s in self.channel_groups]
         x = self.bottleneck(tokens)
-        outputs |= {"fused": tokens, "bottleneck": x}
         decoded = []
         for block in self.decoder:
             x = block(x)
             decoded.append(x)  # (B, N, D)
-        outputs["decoder_blocks"] = decoded
         reverse = decoded[::-1]  # the last decoder block pairs with the shallowest taps
         if self.is_vit:
-            encoder_groups = [self._to_map(fuse(taps, g)) for g in self.encoder_groups]
             decoder_groups = [self._to_map(fuse(reverse, g)) for g in self.decoder_groups]
         else:
             side = aligned.shape[-2:]
             decoded_maps = [d.transpose(1, 2).reshape(d.shape[0], -1, *side) for d in reverse]
-            encoder_groups = [self._slice(aligned, s) for s in self.channel_groups]
             decoder_groups = [
                 self._slice(fuse(decoded_maps, g), s)
                 for g, s in zip(self.decoder_groups, self.channel_groups, strict=True)
             ]
-        outputs |= {"encoder_groups": encoder_groups, "decoder_groups": decoder_groups}
-        outputs["anomaly_map"] = self.anomaly_map(encoder_groups, decoder_groups, images.shape[-2:])
-        return outputs
+        return NetOutput(
+            self.anomaly_map(encoder_groups, decoder_groups, size),
+            {
+                "fused": tokens,
+                "decoder_blocks": decoded,
+                "encoder_groups": encoder_groups,
+                "decoder_groups": decoder_groups,
+            },
+        )
 
     def _to_map(self, tokens: Tensor) -> Tensor:
         return self.encoder.tokens_to_map(tokens)  # (B, P + h*w, D) -> (B, D, h, w)
@@ -179,20 +187,7 @@ class Dinomaly(AnomalyModel):
         mean = torch.stack(distances, dim=0).mean(dim=0)  # (B, 1, h, w)
         return F.interpolate(mean, size=tuple(size), mode="bilinear", align_corners=True)
 
-    def loss(self, outputs: dict[str, Any]) -> dict[str, Tensor]:
-        ratio = hard_mining_ratio(self.global_step, self.hm_ratio, self.hm_warmup_steps)
-        loss = global_cosine_hm(outputs["encoder_groups"], outputs["decoder_groups"], ratio, self.hm_factor)
+    def loss(self, output: NetOutput, step: int = 0) -> dict[str, Tensor]:
+        ratio = hard_mining_ratio(step, self.hm_ratio, self.hm_warmup_steps)
+        loss = global_cosine_hm(output["encoder_groups"], output["decoder_groups"], ratio, self.hm_factor)
         return {"loss": loss, "hm_ratio": torch.tensor(ratio)}
-
-    # -- schedule -----------------------------------------------------------------------------------
-
-    def configure_optimizers(self):
-        """As the base; a scheduler whose `total_steps` is unset (-1 or null: an epoch-based run) gets the
-        run's length from the trainer, so the cosine ends with the run."""
-        factory = self.scheduler_factory
-        if isinstance(factory, partial) and (factory.keywords.get("total_steps") or -1) < 0:
-            if self._trainer is None:  # outside a Trainer (a benchmark): nothing would step a scheduler
-                return self.optimizer_factory(self.trainable_parameters())
-            steps = int(self.trainer.estimated_stepping_batches)
-            self.scheduler_factory = partial(factory, total_steps=steps)
-        return super().configure_optimizers()

@@ -21,14 +21,12 @@ RMS error, upsampled bilinearly (align_corners=True) to the input.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from uad.encoders import Encoder
-from uad.methods.base import AnomalyModel
+from uad.encoders import Encoder, EncoderSpec
+from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 from uad.nn.attention import (
     TransformerDecoder,
@@ -96,7 +94,7 @@ class WideDecoder(nn.Module):
         return self.proj(self.decoder(list(self.queries), x, pos, mask)[-1])
 
 
-class DualAD(AnomalyModel):
+class DualAD(AnomalyNet):
     """DualAD He or Ho (`variant`) on a frozen encoder; defaults are the official MVTec/VisA config."""
 
     def __init__(
@@ -116,9 +114,8 @@ class DualAD(AnomalyModel):
         shrink_threshold: float | None = None,
         noise_scale: float = 3.2,
         neighbor_size: int | None = 7,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, **kwargs)
+        super().__init__(encoder)
         if variant not in VARIANTS:
             raise ValueError(f"method.model.variant '{variant}' is not one of {VARIANTS}")
         self.variant = variant
@@ -158,12 +155,12 @@ class DualAD(AnomalyModel):
                 xavier_linear_(module)  # the official initializer; memories, queries, positions keep theirs
 
     @classmethod
-    def default_taps(cls, spec) -> tuple[int, ...] | None:
+    def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...] | None:
         """CNNs: the stages up to stride 16 (ResNets layer1-3, EfficientNets blocks to the 160/112-ch
         stage), as the registry's taps. ViTs: every third block, the last included (ViT-S: 2, 5, 8, 11)."""
         if spec.kind == "cnn":
             return spec.taps
-        depth = 24 if "large" in spec.timm_name else 12
+        depth = spec.depth
         return tuple(range(depth // 4 - 1, depth, depth // 4))
 
     @staticmethod
@@ -174,9 +171,12 @@ class DualAD(AnomalyModel):
         side = sizes[finest] // (16 // strides[finest])
         return side, side
 
-    def forward(self, images: Tensor) -> dict[str, Any]:
+    def extract(self, images: Tensor) -> Features:
         features = self.encoder.feature_maps(images)  # per level (B, C_l, H_l, W_l)
-        aligned = align_avgpool(features, self.encoder.strides)  # (B, C, h, w)
+        return {"aligned": align_avgpool(features, self.encoder.strides)}  # (B, C, h, w)
+
+    def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        aligned = features["aligned"]
         b, c, h, w = aligned.shape
         if (h, w) != self.grid:
             raise ValueError(
@@ -200,16 +200,17 @@ class DualAD(AnomalyModel):
 
         reconstruction = rec_tokens.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
         error = level_rms_product(reconstruction, aligned, self.levels)  # (B, 1, h, w)
-        anomaly_map = F.interpolate(error, size=images.shape[-2:], mode="bilinear", align_corners=True)
-        return {
-            "features": features,
-            "aligned": aligned,
-            "streams": streams,
-            "encoded": encoded,
-            "decoded": decoded,
-            "reconstruction": reconstruction,
-            "anomaly_map": anomaly_map,
-        }
+        anomaly_map = F.interpolate(error, size=size, mode="bilinear", align_corners=True)  # (B, 1, H, W)
+        return NetOutput(
+            anomaly_map,
+            {
+                "aligned": aligned,
+                "streams": streams,
+                "encoded": encoded,
+                "decoded": decoded,
+                "reconstruction": reconstruction,
+            },
+        )
 
-    def loss(self, outputs: dict[str, Any]) -> Tensor:
-        return level_mse_sum(outputs["reconstruction"], outputs["aligned"], self.levels)
+    def loss(self, output: NetOutput, step: int = 0) -> Tensor:
+        return level_mse_sum(output["reconstruction"], output["aligned"], self.levels)

@@ -7,21 +7,17 @@ the map is the per-position L2 error, upsampled to the input (bilinear, align_co
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder
-from uad.methods.base import AnomalyModel
+from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 
 
-class FeatRec(AnomalyModel):
-    def __init__(
-        self, encoder: Encoder, hidden_dim: int = 256, bottleneck_dim: int = 64, **kwargs: Any
-    ) -> None:
-        super().__init__(encoder, **kwargs)
+class FeatRec(AnomalyNet):
+    def __init__(self, encoder: Encoder, hidden_dim: int = 256, bottleneck_dim: int = 64) -> None:
+        super().__init__(encoder)
         channels = sum(encoder.channels)
         self.autoencoder = nn.Sequential(
             nn.Conv2d(channels, hidden_dim, 1),
@@ -33,18 +29,16 @@ class FeatRec(AnomalyModel):
             nn.Conv2d(hidden_dim, channels, 1),
         )
 
-    def forward(self, images: Tensor) -> dict[str, Any]:
+    def extract(self, images: Tensor) -> Features:
         features = self.encoder.feature_maps(images)  # per level (B, C_l, H_l, W_l)
-        aligned = align_avgpool(features, self.encoder.strides)  # (B, C, H/16, W/16)
+        return {"aligned": align_avgpool(features, self.encoder.strides)}  # (B, C, H/16, W/16)
+
+    def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        aligned = features["aligned"]
         reconstruction = self.autoencoder(aligned)  # (B, C, H/16, W/16)
         distance = (reconstruction - aligned).pow(2).sum(1, keepdim=True).sqrt()  # (B, 1, H/16, W/16)
-        anomaly_map = F.interpolate(distance, size=images.shape[-2:], mode="bilinear", align_corners=True)
-        return {
-            "features": features,
-            "aligned": aligned,
-            "reconstruction": reconstruction,
-            "anomaly_map": anomaly_map,
-        }
+        anomaly_map = F.interpolate(distance, size=size, mode="bilinear", align_corners=True)
+        return NetOutput(anomaly_map, {"aligned": aligned, "reconstruction": reconstruction})
 
-    def loss(self, outputs: dict[str, Any]) -> Tensor:
-        return F.mse_loss(outputs["reconstruction"], outputs["aligned"])
+    def loss(self, output: NetOutput, step: int = 0) -> Tensor:
+        return F.mse_loss(output["reconstruction"], output["aligned"])

@@ -13,14 +13,13 @@ Official code: zhiyuanyou/UniAD, models/reconstructions/uniad.py and models/neck
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder, EncoderSpec
-from uad.methods.base import AnomalyModel
+from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_bilinear
 from uad.nn.attention import (
     TransformerDecoder,
@@ -34,7 +33,7 @@ from uad.nn.noise import FeatureJitter
 from uad.nn.pos_embed import build_positional_embedding
 
 
-class UniAD(AnomalyModel):
+class UniAD(AnomalyNet):
     """UniAD on any registry backbone; `mode=describe` at 224 on effb4 gives the official 7,717,392.
 
     The feature grid is the coarsest tapped level (stride 16 for the CNN taps, the patch grid for a ViT),
@@ -56,9 +55,8 @@ class UniAD(AnomalyModel):
         pos_embed: str = "learned",
         jitter_scale: float = 20.0,
         jitter_prob: float = 1.0,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(encoder, **kwargs)
+        super().__init__(encoder)
         channels = sum(encoder.channels)
         side = min(encoder.grid_sizes())  # the coarsest tapped level
         self.grid = (side, side)
@@ -94,9 +92,12 @@ class UniAD(AnomalyModel):
         official `outlayers: [1,2,3,4]`); for a ViT its tapped blocks, whose patch grid is the token grid."""
         return spec.taps
 
-    def forward(self, images: Tensor) -> dict[str, Any]:
+    def extract(self, images: Tensor) -> Features:
         features = self.encoder.feature_maps(images)  # per level (B, C_l, H_l, W_l)
-        aligned = align_bilinear(features, self.grid)  # (B, C, h, w)
+        return {"aligned": align_bilinear(features, self.grid)}  # (B, C, h, w)
+
+    def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        aligned = features["aligned"]
         b, c, h, w = aligned.shape
         tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
         tokens = self.input_proj(self.jitter(tokens))  # (B, h*w, D)
@@ -104,22 +105,17 @@ class UniAD(AnomalyModel):
         mask = (
             None
             if self.neighbor_size is None
-            else neighbour_mask(self.grid, self.neighbor_size, images.device)
+            else neighbour_mask(self.grid, self.neighbor_size, aligned.device)
         )
         memory = self.transformer_encoder(tokens, pos, mask)  # (B, h*w, D)
         decoded = self.transformer_decoder(list(self.queries), memory, pos, mask)[-1]  # (B, h*w, D)
         reconstruction = self.output_proj(self.decoder_norm(decoded))  # (B, h*w, C)
         reconstruction = reconstruction.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
         distance = (reconstruction.float() - aligned).pow(2).sum(1, keepdim=True).sqrt()  # (B, 1, h, w)
-        anomaly_map = F.interpolate(distance, size=images.shape[-2:], mode="bilinear", align_corners=True)
-        return {
-            "features": features,
-            "aligned": aligned,
-            "encoded": memory,
-            "reconstruction": reconstruction,
-            "anomaly_map": anomaly_map,  # (B, 1, H, W)
-        }
+        anomaly_map = F.interpolate(distance, size=size, mode="bilinear", align_corners=True)  # (B, 1, H, W)
+        tensors = {"aligned": aligned, "encoded": memory, "reconstruction": reconstruction}
+        return NetOutput(anomaly_map, tensors)
 
-    def loss(self, outputs: dict[str, Any]) -> Tensor:
+    def loss(self, output: NetOutput, step: int = 0) -> Tensor:
         """FeatureMSELoss: mean squared error to the clean aligned features over all B*C*h*w elements."""
-        return F.mse_loss(outputs["reconstruction"].float(), outputs["aligned"])
+        return F.mse_loss(output["reconstruction"].float(), output["aligned"])

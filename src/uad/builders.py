@@ -1,0 +1,91 @@
+"""Builders: one per config group, each turning its part of the composed config into an object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_class, instantiate
+from lightning.pytorch import Callback, Trainer
+from omegaconf import DictConfig, OmegaConf
+
+from uad.data.datamodule import AnomalyDataModule
+from uad.encoders import Encoder, get_spec
+from uad.methods.base import AnomalyNet
+from uad.metrics.protocol import EvalProtocol
+from uad.module import AnomalyModule
+
+CHECKPOINT_GROUPS = ("method", "backbone", "protocol", "dataset")  # what rebuilds a network and its inputs
+
+
+def build_protocol(cfg: DictConfig) -> EvalProtocol:
+    return EvalProtocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
+
+
+def build_encoder(cfg: DictConfig, protocol: EvalProtocol) -> Encoder:
+    backbone = cfg.backbone
+    taps = backbone.get("taps")
+    if taps is None:
+        taps = get_class(cfg.method.model._target_).default_taps(get_spec(backbone.name))
+    return Encoder(
+        backbone.name,
+        pretrained=backbone.pretrained,
+        weights=backbone.get("weights"),
+        taps=taps,
+        input_size=protocol.input_size,
+    )
+
+
+def build_net(cfg: DictConfig, encoder: Encoder) -> AnomalyNet:
+    """The method's network (`method.model`) around `encoder`."""
+    return instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+
+
+def build_module(cfg: DictConfig, net: AnomalyNet) -> AnomalyModule:
+    """The LightningModule that trains `net` with the method's optimiser and schedule; it keeps the resolved
+    config so that its checkpoints can rebuild the network alone."""
+    method = cfg.method
+    return AnomalyModule(
+        net,
+        optimizer=instantiate(method.optimizer) if method.get("optimizer") else None,
+        scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
+        scheduler_interval=method.get("scheduler_interval", "epoch"),
+        config={group: OmegaConf.to_container(cfg[group], resolve=True) for group in CHECKPOINT_GROUPS},
+    )
+
+
+def build_datamodule(
+    cfg: DictConfig, protocol: EvalProtocol, classes: list[str] | None = None
+) -> AnomalyDataModule:
+    overrides: dict[str, Any] = {
+        "image_size": protocol.image_size,
+        "crop_size": protocol.crop_size,
+        "interpolation": protocol.interpolation,
+        "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
+    }
+    if classes is not None:
+        overrides["classes"] = classes
+    return instantiate(cfg.dataset, **overrides, _convert_="all")
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Every entry of a config group that has a `_target_` (callbacks, loggers)."""
+    if not group:
+        return []
+    return [
+        instantiate(entry)
+        for entry in group.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[Callback]) -> Trainer:
+    trainer = instantiate(
+        cfg.trainer,
+        default_root_dir=str(output_dir),
+        callbacks=[*callbacks, *_instantiate_group(cfg.get("callbacks"))],
+        logger=_instantiate_group(cfg.get("logger")) or False,
+    )
+    for logger in trainer.loggers:  # the resolved config goes with the curves (W&B config, hparams.yaml)
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer

@@ -1,0 +1,22 @@
+"""The batch every stage passes on: what `AnomalyDataset.__getitem__` yields, collated by the loader."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from torch import Tensor
+
+
+class Batch(TypedDict):
+    """A collated batch (one item has the same keys, unbatched)."""
+
+    image: Tensor  # (B, 3, H, W) float32, ImageNet-normalised
+    mask: Tensor  # (B, 1, H, W) uint8 in {0, 1}
+    label: Tensor  # (B,) 0 = good, 1 = defective
+    index: Tensor  # (B,) dataset index, the key evaluation de-duplicates on
+    class_id: Tensor  # (B,)
+    class_name: list[str]
+    defect: list[str]
+    path: list[str]
+    sample_key: list[str]  # multi-view sample id (Real-IAD), else ""
+    view: list[str]

@@ -1,0 +1,101 @@
+"""One LightningModule for every method: it wraps an `AnomalyNet` and adds what training needs (steps,
+optimiser and schedule from the config, checkpoint contents), so a method file holds only its network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Any
+
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from uad.data.batch import Batch
+from uad.methods.base import AnomalyNet
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], Any]
+CHECKPOINT_KEY = "uad"  # our own entry in a Lightning checkpoint: format, the run's config, thresholds
+CHECKPOINT_FORMAT = "uad-checkpoint/1"
+
+
+class AnomalyModule(LightningModule):
+    """Trains and tests any `AnomalyNet`.
+
+    Checkpoints carry only the trainable state (`net.*` minus the frozen encoder, which is rebuilt from its
+    weights source) plus `checkpoint["uad"]`: the format tag, the run's resolved config (so a checkpoint
+    alone can rebuild its network) and whatever `extra` holds (e.g. calibrated thresholds).
+    """
+
+    def __init__(
+        self,
+        net: AnomalyNet,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: str = "epoch",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.config = config
+        self.extra: dict[str, Any] = {}
+        self.strict_loading = False  # checkpoints carry only the trainable state
+
+    def forward(self, images: Tensor):
+        return self.net(images)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        losses = self.net.loss(self.net(batch["image"]), self.global_step)
+        losses = losses if isinstance(losses, dict) else {"loss": losses}
+        batch_size = batch["image"].shape[0]
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
+        for name, value in losses.items():
+            if name != "loss":
+                self.log(f"train/{name}", value, batch_size=batch_size)
+        return losses["loss"]
+
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Per-image anomaly maps at input resolution; the Evaluator callback turns them into metrics."""
+        return {"anomaly_map": self.net(batch["image"]).anomaly_map.float()}
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        return self.test_step(batch, batch_idx)
+
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("no optimizer configured: set method.optimizer in the config")
+        optimizer = self.optimizer_factory(self.net.trainable_parameters())
+        factory = self.scheduler_factory
+        if factory is None:
+            return optimizer
+        if isinstance(factory, partial) and (factory.keywords.get("total_steps") or 0) < 0:
+            # an epoch-based run (trainer.max_steps = -1): the schedule spans the run, known to the trainer
+            if self._trainer is None:  # outside a Trainer (a benchmark) nothing would step a scheduler
+                return optimizer
+            factory = partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": factory(optimizer), "interval": self.scheduler_interval},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("net.encoder.")
+        }
+        checkpoint[CHECKPOINT_KEY] = {"format": CHECKPOINT_FORMAT, "config": self.config, **self.extra}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        if state and not any(k.startswith("net.") for k in state):  # written before the network split
+            checkpoint["state_dict"] = state = {f"net.{k}": v for k, v in state.items()}
+        own = {f"net.{k}" for k in self.net.trainable_state_dict()}
+        missing = sorted(own - set(state))
+        if missing:
+            raise KeyError(f"checkpoint lacks trainable tensors of this model, e.g. {missing[:5]}")
+        self.extra = {
+            k: v for k, v in checkpoint.get(CHECKPOINT_KEY, {}).items() if k not in ("format", "config")
+        }

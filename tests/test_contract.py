@@ -1,0 +1,72 @@
+"""The contract every method's network keeps, checked for every method config on a CNN and a ViT: the map
+has the input's size, the loss is finite and trains only the trainable part, and a checkpoint (trainable
+state only) rebuilt onto a fresh network gives the same outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import CONF_DIR, compose_config
+from uad import builders
+from uad.module import AnomalyModule
+
+METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+BACKBONES = {  # a small input per family, with an 8 x 8 feature grid and a 3 x 3 neighbour mask
+    "effnet_lite0": ["protocol.image_size=128"],
+    "dinov2_vits14_reg": ["protocol.image_size=112"],
+}
+
+
+def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
+    cfg = compose_config(
+        [
+            f"method={method}",
+            f"backbone={backbone}",
+            "backbone.pretrained=false",
+            "protocol.crop_size=null",
+            *BACKBONES[backbone],
+        ]
+    )
+    if "neighbor_size" in cfg.method.model:
+        cfg.method.model.neighbor_size = 3
+    torch.manual_seed(0)  # the same random encoder in every build, as pretrained weights would be
+    encoder = builders.build_encoder(cfg, builders.build_protocol(cfg))
+    torch.manual_seed(net_seed)
+    return builders.build_module(cfg, builders.build_net(cfg, encoder))
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("method", METHODS)
+def test_network_contract(method, backbone, tmp_path):
+    module = _module(method, backbone, net_seed=1)
+    size = module.net.encoder.input_size
+    images = torch.randn(2, 3, size, size)
+
+    module.train()
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    loss = module.training_step({"image": images}, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is None for p in module.net.encoder.parameters())
+    optimizer.step()  # the saved state is a trained one, not the initialisation
+
+    module.eval()
+    with torch.no_grad():
+        output = module.net(images)
+    assert output.anomaly_map.shape == (2, 1, size, size) and output.anomaly_map.dtype == torch.float32
+    assert torch.isfinite(output.anomaly_map).all()
+
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["uad"]["config"]["method"]["name"] == method
+    torch.save(checkpoint, tmp_path / "net.ckpt")
+    fresh = _module(method, backbone, net_seed=2).eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh.net(images).anomaly_map, output.anomaly_map)
+    loaded = torch.load(tmp_path / "net.ckpt", weights_only=False)
+    fresh.on_load_checkpoint(loaded)
+    fresh.load_state_dict(loaded["state_dict"], strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.net(images).anomaly_map, output.anomaly_map, rtol=0, atol=0)
