@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from uad.data.samples import DatasetLayoutError, Sample
-from uad.data.transforms import LABEL_RULES, InputTransform
+from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -79,8 +79,7 @@ class AnomalyDataset(Dataset):
         class_names: Sequence[str],
         label_rule: str = "folder",
     ) -> None:
-        if label_rule not in LABEL_RULES:
-            raise ValueError(f"protocol.label_rule '{label_rule}' is not one of {LABEL_RULES}")
+        check_choice("label_rule", label_rule, LABEL_RULES)
         self.samples = list(samples)
         self.transform = transform
         self.class_names = list(class_names)

@@ -67,10 +67,11 @@ def resize_array(array: np.ndarray, size: int, library: str, interpolation: int)
     `Resize` calls on a PIL image; its filters always antialias when shrinking)."""
     if library == "cv2":
         return cv2.resize(array, (size, size), interpolation=interpolation)
-    return np.asarray(Image.fromarray(array).resize((size, size), interpolation))
+    return np.array(Image.fromarray(array).resize((size, size), interpolation))  # writable, for torch
 
 
-def _check(key: str, value: str, allowed: tuple[str, ...] | dict) -> None:
+def check_choice(key: str, value: str, allowed: tuple[str, ...] | dict) -> None:
+    """One error for a protocol key outside its choices, naming the key, the choices and where to set it."""
     if value not in allowed:
         raise ValueError(f"protocol.{key} '{value}' is not one of {sorted(allowed)} (conf/protocol/)")
 
@@ -96,10 +97,10 @@ class InputTransform:
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        _check("resize", self.resize, RESIZES)
-        _check("interpolation", self.interpolation, CV2_FILTERS)
-        _check("mask_resize", self.mask_resize, MASK_FILTERS)
-        _check("mask_rule", self.mask_rule, MASK_RULES)
+        check_choice("resize", self.resize, RESIZES)
+        check_choice("interpolation", self.interpolation, CV2_FILTERS)
+        check_choice("mask_resize", self.mask_resize, MASK_FILTERS)
+        check_choice("mask_rule", self.mask_rule, MASK_RULES)
         if not 0.0 <= self.mask_threshold < 1.0:
             raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
         if self.crop_size is not None and self.crop_size > self.image_size:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
+
 SCORE_RULES = ("max", "avgpool_max", "topk_mean")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -75,8 +77,10 @@ class EvalProtocol:
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
             raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
-        if not 0.0 <= self.mask_threshold < 1.0:
-            raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
+        keys = self.input_pipeline
+        label_rule = keys.pop("label_rule")
+        InputTransform(self.image_size, self.crop_size, **keys, mask_threshold=self.mask_threshold)  # checks
+        check_choice("label_rule", label_rule, LABEL_RULES)
         if not 0.0 < self.fpr_limit <= 1.0:
             raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
