@@ -46,7 +46,6 @@ from torch import Tensor
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 
 RESIZES = ("cv2", "pil")
-MASK_RESIZES = ("cv2_nearest", "pil_nearest", "pil_bilinear")
 MASK_RULES = ("binarize_first", "resize_then_threshold", "resize_then_truncate")
 LABEL_RULES = ("folder", "mask")
 CV2_FILTERS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
