@@ -220,7 +220,8 @@ def test_mask_threshold_is_configuration(tmp_path, threshold, positives):
     write_image(root / "c" / "train" / "good" / "0.png")
     write_image(root / "c" / "test" / "cut" / "0.png", index=0)
     write_mask(root / "c" / "ground_truth" / "cut" / "0_mask.png", 0, soft=True)
-    dm = datamodule(tmp_path, "folder", root, f"dataset.mask_threshold={threshold}")
+    rule = "protocol.mask_rule=binarize_first"  # the default method's DualAD preset keeps only grey level 255
+    dm = datamodule(tmp_path, "folder", root, rule, f"dataset.mask_threshold={threshold}")
     assert int(dm.test_set[0]["mask"].sum()) == positives
 
 

@@ -60,7 +60,7 @@ def build_datamodule(
     overrides: dict[str, Any] = {
         "image_size": protocol.image_size,
         "crop_size": protocol.crop_size,
-        "interpolation": protocol.interpolation,
+        **protocol.input_pipeline,
         "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
     }
     if classes is not None:

@@ -10,7 +10,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-PACKAGES = ("uad", "torch", "lightning", "timm", "hydra-core", "torchmetrics", "albumentations")
+PACKAGES = (
+    "uad",
+    "torch",
+    "lightning",
+    "timm",
+    "hydra-core",
+    "torchmetrics",
+    "opencv-python-headless",
+    "pillow",
+)
 
 
 def package_versions() -> dict[str, str]:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from uad.data.dataset import AnomalyDataset
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
-from uad.data.transforms import build_transform
+from uad.data.transforms import InputTransform
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -40,7 +40,8 @@ class AnomalyDataModule(LightningDataModule):
     synthetic); root: where it lies; options: the reader's own keys (Real-IAD `images`, `variant`, `views`;
     VisA `split_csv`). setting: "unified" (one model for all classes) or "separate" (the pipeline trains one
     per class). strict: the counts of an official dataset must match the reference (false: partial copies).
-    image_size, crop_size, interpolation, mask_threshold: the protocol's input side (see EvalProtocol).
+    image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, label_rule: the
+    protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each paper's steps).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     num_workers: loader processes; None = `default_num_workers()`.
     """
@@ -58,8 +59,12 @@ class AnomalyDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         image_size: int = 224,
         crop_size: int | None = None,
+        resize: str = "cv2",
         interpolation: str = "linear",
+        mask_resize: str = "cv2_nearest",
+        mask_rule: str = "binarize_first",
         mask_threshold: float = 0.5,
+        label_rule: str = "folder",
         cache: bool = False,
         synthetic: dict[str, Any] | None = None,
         **options: Any,
@@ -78,8 +83,10 @@ class AnomalyDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.transform = build_transform(image_size, crop_size, interpolation)
-        self.mask_threshold = mask_threshold
+        self.transform = InputTransform(
+            image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold
+        )
+        self.label_rule = label_rule
         self.synthetic_spec = SyntheticSpec(**(synthetic or {}))
         self.class_names: list[str] = []
         self.train_set: AnomalyDataset | None = None
@@ -121,8 +128,8 @@ class AnomalyDataModule(LightningDataModule):
         check_counts(self.name, found, self.strict)
         train = [s for c in self.class_names for s in found[c].train]
         test = [s for c in self.class_names for s in found[c].test]
-        self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.mask_threshold)
-        self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.mask_threshold)
+        self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.label_rule)
+        self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.label_rule)
         log.info(
             "%s: %d classes, %d train / %d test images (%s setting)",
             self.name,
@@ -135,8 +142,7 @@ class AnomalyDataModule(LightningDataModule):
             self._fill_caches()
 
     def _fill_caches(self) -> None:
-        size = self.transform.resize.transforms[0]
-        estimate = (len(self.train_set) + len(self.test_set)) * size.height * size.width * 4
+        estimate = (len(self.train_set) + len(self.test_set)) * self.transform.image_size**2 * 4
         if estimate > CACHE_WARN_BYTES:
             log.warning(
                 "dataset.cache=true will hold about %.1f GiB in memory; set dataset.cache=false for big sets",

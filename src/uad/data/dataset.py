@@ -1,5 +1,5 @@
-"""A torch Dataset over `Sample` records: decode, binarise the mask at full size, transform; optionally
-keep every decoded-and-resized image in memory (`cache`)."""
+"""A torch Dataset over `Sample` records: decode, resize and binarise the mask by the protocol's rule,
+transform; optionally keep every decoded-and-resized image in memory (`cache`)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from uad.data.samples import DatasetLayoutError, Sample
-from uad.data.transforms import InputTransform
+from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,29 +49,25 @@ def read_mask(sample: Sample) -> np.ndarray:
     return mask
 
 
-def load_mask(sample: Sample, shape: tuple[int, int], threshold: float) -> np.ndarray:
-    """Binary uint8 (H, W) mask: 1 where the mask exceeds `threshold` x its maximum (0 means any value > 0);
-    label masks (`mask_kind="labels"`) count every non-zero pixel. Good images and empty masks give zeros.
-    """
+def load_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
+    """The mask file's values (H, W), checked against its image's size; None for an image without a mask."""
     if sample.mask_path is None:
-        return np.zeros(shape, dtype=np.uint8)
+        return None
     mask = read_mask(sample)
     if mask.shape != shape:
         raise DatasetLayoutError(
             f"mask '{sample.mask_path}' is {mask.shape[1]}x{mask.shape[0]} but its image '{sample.path}' is "
             f"{shape[1]}x{shape[0]}; save the mask at its image's size."
         )
-    peak = mask.max()
-    if peak == 0:
-        return np.zeros(shape, dtype=np.uint8)
-    if sample.mask_kind == "labels":
-        return (mask > 0).astype(np.uint8)
-    return (mask > threshold * peak).astype(np.uint8)
+    return mask
 
 
 class AnomalyDataset(Dataset):
     """Samples of one or more classes; `class_names` fixes the class ids across splits.
 
+    label_rule: where an image's label comes from: `folder` (the reader's label: `good` or not) or `mask`
+    (UniAD's evaluation: defective iff its mask at the input size has a defect pixel; an image without a
+    mask file keeps its folder label).
     With `cache`, `fill_cache()` decodes and resizes every image once (uint8, in the main process, so
     worker processes share the memory); each access then only crops, normalises and converts.
     """
@@ -82,13 +77,14 @@ class AnomalyDataset(Dataset):
         samples: Sequence[Sample],
         transform: InputTransform,
         class_names: Sequence[str],
-        mask_threshold: float = 0.5,
+        label_rule: str = "folder",
     ) -> None:
+        check_choice("label_rule", label_rule, LABEL_RULES)
         self.samples = list(samples)
         self.transform = transform
         self.class_names = list(class_names)
         self.class_ids = {name: i for i, name in enumerate(self.class_names)}
-        self.mask_threshold = float(mask_threshold)
+        self.label_rule = label_rule
         self.cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._logged_empty_mask = False
 
@@ -101,20 +97,36 @@ class AnomalyDataset(Dataset):
             return self.cache[index]
         sample = self.samples[index]
         image = load_image(sample)
-        mask = load_mask(sample, image.shape[:2], self.mask_threshold)
+        mask = load_mask(sample, image.shape[:2])
+        if mask is None:
+            mask = np.zeros(image.shape[:2], dtype=np.uint8)
+        levels = self.transform.mask_levels(mask, sample.mask_kind == "labels")
+        image, mask = self.transform.resized(image, levels)
         if sample.label == 1 and sample.mask_path is not None and not mask.any():
-            self._log_empty_mask(sample)
-        out = self.transform.resize(image=image, mask=mask)
-        return out["image"], out["mask"]
+            self._log_empty_mask(sample, bool(levels.any()))
+        return image, mask
 
-    def _log_empty_mask(self, sample: Sample) -> None:
-        if not self._logged_empty_mask:
-            self._logged_empty_mask = True
-            log.warning(
-                "defective image '%s' has an empty mask: it stays defective for the image metrics and adds "
-                "no defective pixels (further empty masks are not logged)",
-                sample.path,
-            )
+    def _log_empty_mask(self, sample: Sample, had_pixels: bool) -> None:
+        """Once per dataset: a defective image's mask is empty at the input size (in the file, or lost to the
+        resize or to protocol.mask_rule, e.g. a 0/1 mask under DualAD's `resize_then_truncate`)."""
+        if self._logged_empty_mask:
+            return
+        self._logged_empty_mask = True
+        effect = (
+            "counts as good (protocol.label_rule=mask)"
+            if self.label_rule == "mask"
+            else "stays defective for the image metrics and adds no defective pixels"
+        )
+        cause = (
+            f"its defect pixels are lost by protocol.mask_resize={self.transform.mask_resize} + "
+            f"mask_rule={self.transform.mask_rule} at {self.transform.image_size} px "
+            f"(mask_rule=binarize_first keeps masks saved as 0/1 or with soft edges)"
+            if had_pixels
+            else "its mask file is empty"
+        )
+        log.warning(
+            "defective image '%s': %s; it %s (further empty masks are not logged)", sample.path, cause, effect
+        )
 
     def fill_cache(self, threads: int = 4) -> None:
         """Decode and resize every sample into memory (PIL and OpenCV release the GIL: threads suffice)."""
@@ -127,12 +139,14 @@ class AnomalyDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        image, mask = self.resized(index)
-        out = self.transform.finish(image=image, mask=mask)
+        image, mask = self.transform.finish(*self.resized(index))
+        label = sample.label
+        if self.label_rule == "mask" and sample.mask_path is not None:
+            label = int(bool(mask.any()))
         return {
-            "image": out["image"],  # (3, H, W) float, ImageNet-normalised
-            "mask": torch.as_tensor(out["mask"], dtype=torch.uint8)[None],  # (1, H, W) in {0, 1}
-            "label": sample.label,
+            "image": image,  # (3, H, W) float, ImageNet-normalised
+            "mask": mask,  # (1, H, W) uint8 in {0, 1}
+            "label": label,
             "index": index,
             "class_id": self.class_ids[sample.class_name],
             "class_name": sample.class_name,

@@ -1,42 +1,154 @@
-"""Albumentations pipelines that reproduce each paper's input protocol (resize, optional centre crop,
-ImageNet normalisation). Masks are resized with nearest neighbour after being binarised at full size.
+"""Each paper's input pipeline, step for step: image resize (OpenCV or PIL), mask resize and binarisation,
+centre crop, ImageNet normalisation.
 
-The pipeline is two stages so that the image cache can keep the costly part (decode + resize) as uint8
-and run only the cheap rest (crop, normalise, to tensor) per access.
+The three official pipelines differ in ways that move pixel metrics (read from the official code):
+
+- **Dinomaly** (guojiajeremy/Dinomaly @ c5c76d0: `dataset.py` `get_data_transforms`, `MVTecDataset`;
+  `utils.py` `evaluation_batch`). Image: `PIL.Image.open(..).convert("RGB")`, torchvision `Resize((448, 448))`
+  on the PIL image (= PIL bilinear, which is antialiased), `ToTensor`, `CenterCrop(392)`, `Normalize`. Mask:
+  the PIL mask file, `Resize((448, 448))` (PIL bilinear: a soft, one-pixel-wider edge), `CenterCrop(392)`,
+  `ToTensor` (/255); at evaluation `F.interpolate(.., 256, mode="nearest")`, then `.bool()` (> 0). Label:
+  the folder (`good` = 0); good images get an all-zero mask.
+  Here: `resize=pil, mask_resize=pil_bilinear, mask_rule=resize_then_threshold, mask_threshold=0`.
+- **UniAD** (zhiyuanyou/UniAD @ a5b9d9d: `datasets/image_reader.py`, `custom_dataset.py`, `base_dataset.py`
+  `TestBaseTransform`; `utils/eval_helper.py`). Image: `cv2.imread(.., IMREAD_COLOR)`, BGR -> RGB,
+  `Image.fromarray`, torchvision `Resize([224, 224], BILINEAR)` on PIL, `ToTensor`, `Normalize`. Mask:
+  `cv2.imread(.., IMREAD_GRAYSCALE)`, `Resize(.., NEAREST)` on the PIL mask (PIL picks the source pixel
+  under each output pixel's centre, unlike cv2's INTER_NEAREST), `ToTensor`; pixel metrics count mask > 0.
+  Label: the metrics ignore the json `label`; an image is defective iff its resized mask has a pixel != 0
+  (`EvalImage.encode_mask`). Here: `resize=pil, mask_resize=pil_nearest, mask_rule=resize_then_threshold,
+  mask_threshold=0, label_rule=mask`.
+- **DualAD** (cyhaan/DualAD @ 04ce68d: `datasets/mvtec_dataset.py`, `tools/train_val.py` `validate`). Image:
+  `cv2.imread(.., IMREAD_COLOR)`, BGR -> RGB, `cv2.resize(.., (224, 224))` (INTER_LINEAR, no antialias),
+  `ToTensor`, `Normalize`. Mask: `cv2.imread(.., IMREAD_GRAYSCALE)`, `cv2.resize(.., INTER_NEAREST)`,
+  `ToTensor` (/255), then `.numpy().astype(int)`: truncation, so only grey level 255 is a defect. Label: the
+  folder. Here: `resize=cv2, mask_resize=cv2_nearest, mask_rule=resize_then_truncate`.
+
+Ours by default (`resize=cv2, mask_resize=cv2_nearest, mask_rule=binarize_first`): binarise at
+`mask_threshold` x the mask's maximum at full size, then resize nearest; robust to masks saved as 0/1 or with
+soft edges. Masks that are label maps (values 1..k, VisA's raw masks) or not 8-bit enter every rule as
+0/255 of their non-zero pixels (the official VisA conversions write `mask != 0` as 255).
+
+The pipeline is two stages so that the image cache can keep the costly part (decode, resize, binarise) as
+uint8 and run only the cheap rest (crop, normalise, to tensor) per access.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import albumentations as A
 import cv2
 import numpy as np
-from albumentations.pytorch import ToTensorV2
+import torch
+from PIL import Image
+from torch import Tensor
 
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 
-INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
+RESIZES = ("cv2", "pil")
+MASK_RULES = ("binarize_first", "resize_then_threshold", "resize_then_truncate")
+LABEL_RULES = ("folder", "mask")
+CV2_FILTERS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
+PIL_FILTERS = {
+    "linear": Image.Resampling.BILINEAR,
+    "area": Image.Resampling.BOX,
+    "cubic": Image.Resampling.BICUBIC,
+}
+MASK_FILTERS = {
+    "cv2_nearest": ("cv2", cv2.INTER_NEAREST),
+    "pil_nearest": ("pil", Image.Resampling.NEAREST),
+    "pil_bilinear": ("pil", Image.Resampling.BILINEAR),
+}
 
 
-@dataclass
+def resize_array(array: np.ndarray, size: int, library: str, interpolation: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) -> (size, size[, 3]): `cv2.resize`, or `PIL.Image.resize` (what torchvision's
+    `Resize` calls on a PIL image; its filters always antialias when shrinking)."""
+    if library == "cv2":
+        return cv2.resize(array, (size, size), interpolation=interpolation)
+    return np.array(Image.fromarray(array).resize((size, size), interpolation))  # writable, for torch
+
+
+def check_choice(key: str, value: str, allowed: tuple[str, ...] | dict) -> None:
+    """One error for a protocol key outside its choices, naming the key, the choices and where to set it."""
+    if value not in allowed:
+        raise ValueError(f"protocol.{key} '{value}' is not one of {sorted(allowed)} (conf/protocol/)")
+
+
+@dataclass(frozen=True)
 class InputTransform:
-    """`resize` (image bilinear/area/cubic, mask nearest) then `finish` (centre crop, normalise, tensor)."""
+    """Resize to image_size x image_size (aspect ratio not kept, as in all three papers), binarise the mask
+    by `mask_rule`, then centre-crop to crop_size (None = no crop), normalise and convert to tensors.
 
-    resize: A.Compose
-    finish: A.Compose
+    resize / interpolation: the image resize library (`cv2` or `pil`) and filter (linear, area, cubic).
+    mask_resize: `cv2_nearest`, `pil_nearest` or `pil_bilinear`, applied to the mask's grey levels.
+    mask_rule: `binarize_first` (> mask_threshold x the maximum at full size, resize, keep >= 128);
+    `resize_then_threshold` (resize the grey levels, keep > mask_threshold x 255); `resize_then_truncate`
+    (resize, keep 255 only: int(level / 255)).
+    """
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> dict:
-        return self.finish(**self.resize(image=image, mask=mask))
+    image_size: int
+    crop_size: int | None = None
+    resize: str = "cv2"
+    interpolation: str = "linear"
+    mask_resize: str = "cv2_nearest"
+    mask_rule: str = "binarize_first"
+    mask_threshold: float = 0.5
 
+    def __post_init__(self) -> None:
+        check_choice("resize", self.resize, RESIZES)
+        check_choice("interpolation", self.interpolation, CV2_FILTERS)
+        check_choice("mask_resize", self.mask_resize, MASK_FILTERS)
+        check_choice("mask_rule", self.mask_rule, MASK_RULES)
+        if not 0.0 <= self.mask_threshold < 1.0:
+            raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
+        if self.crop_size is not None and self.crop_size > self.image_size:
+            raise ValueError(
+                f"protocol.crop_size {self.crop_size} exceeds protocol.image_size {self.image_size}; "
+                f"set a crop no larger than the resize"
+            )
 
-def build_transform(
-    image_size: int, crop_size: int | None = None, interpolation: str = "linear"
-) -> InputTransform:
-    """Resize to image_size x image_size (aspect ratio not kept, as all three papers), then centre-crop."""
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"protocol.interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
-    resize = A.Compose([A.Resize(image_size, image_size, interpolation=INTERPOLATIONS[interpolation])])
-    finish = [A.CenterCrop(crop_size, crop_size)] if crop_size else []
-    finish += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
-    return InputTransform(resize, A.Compose(finish))
+    @property
+    def input_size(self) -> int:
+        return self.crop_size or self.image_size
+
+    def mask_levels(self, mask: np.ndarray, labels: bool = False) -> np.ndarray:
+        """A mask file's values (H, W) -> uint8 grey levels (H, W) to resize: binary 0/255 for
+        `binarize_first`, label maps and non-8-bit masks; the file's own levels otherwise."""
+        if self.mask_rule == "binarize_first" and not labels:
+            return np.where(mask > self.mask_threshold * mask.max(), 255, 0).astype(np.uint8)
+        if labels or mask.dtype != np.uint8:
+            return np.where(mask > 0, 255, 0).astype(np.uint8)
+        return mask
+
+    def binarize(self, levels: np.ndarray) -> np.ndarray:
+        """Resized grey levels -> uint8 {0, 1} by `mask_rule`."""
+        if self.mask_rule == "binarize_first":
+            return (levels >= 128).astype(np.uint8)
+        if self.mask_rule == "resize_then_truncate":
+            return (levels == 255).astype(np.uint8)
+        return (levels > self.mask_threshold * 255).astype(np.uint8)
+
+    def resized(self, image: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image (H, W, 3) uint8 and mask grey levels (H, W) -> image (s, s, 3) uint8 and binary mask (s, s)
+        uint8 at s = image_size: the cacheable stage."""
+        filters = CV2_FILTERS if self.resize == "cv2" else PIL_FILTERS
+        image = resize_array(image, self.image_size, self.resize, filters[self.interpolation])
+        if not levels.any():
+            return image, np.zeros(image.shape[:2], dtype=np.uint8)
+        return image, self.binarize(resize_array(levels, self.image_size, *MASK_FILTERS[self.mask_resize]))
+
+    def finish(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Resized image and binary mask -> image (3, c, c) float32, ImageNet-normalised, and mask (1, c, c)
+        uint8: centre crop at torchvision's offset, round((size - c) / 2), then `ToTensor`, `Normalize`."""
+        if self.crop_size:
+            top = round((self.image_size - self.crop_size) / 2.0)
+            window = slice(top, top + self.crop_size)
+            image, mask = image[window, window], mask[window, window]
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)  # (3, c, c)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return (x - mean) / std, torch.from_numpy(np.ascontiguousarray(mask))[None]
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, labels: bool = False) -> tuple[Tensor, Tensor]:
+        return self.finish(*self.resized(image, self.mask_levels(mask, labels)))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
+
 SCORE_RULES = ("max", "avgpool_max", "topk_mean")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -31,7 +33,15 @@ class EvalProtocol:
     """Input transform, mask binarisation and map post-processing of one paper's evaluation.
 
     image_size / crop_size: resize then centre-crop of the input (crop None = no crop).
-    mask_threshold: masks are binarised at this fraction of their maximum at full size (0 = any value > 0).
+    resize / interpolation: the image resize: `cv2` (cv2.resize, no antialias) or `pil` (PIL's resize, as
+    torchvision's `Resize` on a PIL image: antialiased), filter linear, area or cubic.
+    mask_resize: `cv2_nearest`, `pil_nearest` (they pick different source pixels) or `pil_bilinear`.
+    mask_rule: `binarize_first` (at full size, > mask_threshold x the mask's maximum, then resize; ours),
+    `resize_then_threshold` (resize the grey levels, then > mask_threshold x 255: Dinomaly, UniAD) or
+    `resize_then_truncate` (resize, then only grey level 255: DualAD's int(mask / 255)).
+    mask_threshold: see mask_rule (0 = any value > 0).
+    label_rule: `folder` (the dataset's good / defective) or `mask` (defective iff the mask at the input size
+    has a defect pixel: UniAD). `uad.data.transforms` writes out each paper's steps.
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
     (align_corners=False), masks with nearest neighbour.
     smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
@@ -48,8 +58,12 @@ class EvalProtocol:
     name: str = "default"
     image_size: int = 224
     crop_size: int | None = None
+    resize: str = "cv2"
     interpolation: str = "linear"
+    mask_resize: str = "cv2_nearest"
+    mask_rule: str = "binarize_first"
     mask_threshold: float = 0.5
+    label_rule: str = "folder"
     eval_size: int | None = None
     smoothing_sigma: float = 0.0
     smoothing_kernel: int = 0
@@ -63,8 +77,10 @@ class EvalProtocol:
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
             raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
-        if not 0.0 <= self.mask_threshold < 1.0:
-            raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
+        keys = self.input_pipeline
+        label_rule = keys.pop("label_rule")
+        InputTransform(self.image_size, self.crop_size, **keys, mask_threshold=self.mask_threshold)  # checks
+        check_choice("label_rule", label_rule, LABEL_RULES)
         if not 0.0 < self.fpr_limit <= 1.0:
             raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
@@ -85,6 +101,12 @@ class EvalProtocol:
     @property
     def map_torch_dtype(self) -> torch.dtype:
         return MAP_DTYPES[self.map_dtype]
+
+    @property
+    def input_pipeline(self) -> dict:
+        """The input keys the data module takes besides sizes and mask_threshold (resize, masks, labels)."""
+        keys = ("resize", "interpolation", "mask_resize", "mask_rule", "label_rule")
+        return {key: getattr(self, key) for key in keys}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +134,9 @@ class EvalProtocol:
         return torch.topk(flat, k, dim=1).values.mean(1)
 
     def masks_for_eval(self, masks: Tensor) -> Tensor:
-        """(B, 1, H, W) binary masks at input resolution -> (B, h, w) bool at the evaluation size."""
+        """(B, 1, H, W) binary masks at input resolution -> (B, h, w) bool at the evaluation size: torch
+        nearest (source pixel floor(i * H / h)), then > 0, as Dinomaly's evaluation does; binarising before
+        this pick (the data module does) gives the same masks as binarising after it."""
         size = self.metric_size
         if masks.shape[-2:] != (size, size):
             masks = F.interpolate(masks.float(), size=(size, size), mode="nearest")

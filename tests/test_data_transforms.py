@@ -1,0 +1,198 @@
+"""Each protocol preset's input pipeline gives the image tensor, mask and label of the official pipeline.
+
+The official steps are written out here from each repository's data code (listed in `uad.data.transforms`)
+with the libraries it calls: torchvision transforms on PIL images, cv2 reading and resizing. The data is a
+textured image of odd size (RGB and grayscale) and masks with soft edges, isolated pixels of several grey
+levels and a lone pixel that a nearest-neighbour resize to 224 may drop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+from tests.conftest import compose_config
+from uad.data.transforms import InputTransform
+from uad.pipeline import build_datamodule, build_protocol
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+HEIGHT, WIDTH = 483, 517  # odd, non-square: every resize shrinks or stretches unevenly
+DOT = (241, 300)  # (row, col) of the lone pixel: PIL's nearest pick to 224 skips source column 300
+BILINEAR, NEAREST = T.InterpolationMode.BILINEAR, T.InterpolationMode.NEAREST
+
+
+def texture(seed: int) -> np.ndarray:
+    """(HEIGHT, WIDTH, 3) uint8: gratings of several frequencies plus noise, so that resize filters differ."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
+    channels = [
+        128 + 50 * np.sin(cols / (1.3 + c)) + 40 * np.cos(rows / (2 + 2 * c)) + rng.normal(0, 18, rows.shape)
+        for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.uint8)
+
+
+def soft_mask() -> np.ndarray:
+    """(HEIGHT, WIDTH) uint8: a disc with a core of 255 and a ramp edge down to 1, single pixels at 255, 128
+    and 3, and a one-pixel line at 200."""
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    radius = np.hypot(rows - 200.0, cols - 230.0)
+    mask = np.clip((60.0 - radius) * 255.0 / 12.0, 0, 255).astype(np.uint8)  # 255 inside r 48, 0 beyond 60
+    mask[100, 400], mask[350, 101], mask[400, 402] = 255, 128, 3
+    mask[300, 50:450] = 200
+    return mask
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """An MVTec-layout class: one training image, a good RGB and a good grayscale test image, a defect with
+    the soft mask and a defect whose mask is one pixel."""
+    root = tmp_path_factory.mktemp("inputs")
+    files = {
+        "train/good/000.png": Image.fromarray(texture(0)),
+        "test/good/000.png": Image.fromarray(texture(1)),
+        "test/good/001.png": Image.fromarray(texture(2)[..., 1]),  # grayscale on disk
+        "test/crack/000.png": Image.fromarray(texture(3)),
+        "ground_truth/crack/000_mask.png": Image.fromarray(soft_mask()),
+        "test/dot/000.png": Image.fromarray(texture(4)),
+    }
+    dot = np.zeros((HEIGHT, WIDTH), np.uint8)
+    dot[DOT] = 255
+    files["ground_truth/dot/000_mask.png"] = Image.fromarray(dot)
+    for name, image in files.items():
+        path = root / "part" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path)
+    return root
+
+
+def dinomaly_official(image_path, mask_path, label):
+    """guojiajeremy/Dinomaly: torchvision Resize((448, 448)) on the PIL image, ToTensor, CenterCrop(392),
+    Normalize; the mask: Resize((448, 448)) (bilinear) on the PIL mask, CenterCrop(392), ToTensor; at
+    evaluation nearest to 256 and > 0. Label: the folder."""
+    image = T.Resize((448, 448))(Image.open(image_path).convert("RGB"))
+    x = T.Normalize(MEAN, STD)(T.CenterCrop(392)(T.ToTensor()(image)))
+    if mask_path is None:
+        gt = torch.zeros(1, 392, 392)
+    else:
+        gt = T.ToTensor()(T.CenterCrop(392)(T.Resize((448, 448))(Image.open(mask_path))))
+    return x, F.interpolate(gt[None], size=256, mode="nearest")[0, 0] > 0, label
+
+
+def uniad_official(image_path, mask_path, label):
+    """zhiyuanyou/UniAD: cv2.imread colour, BGR -> RGB, PIL, Resize([224, 224], BILINEAR), ToTensor,
+    Normalize; the mask: cv2.imread grayscale (zeros for a good image), PIL, Resize(NEAREST), ToTensor, > 0.
+    Label: the mask at 224 has a pixel != 0."""
+    rgb = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    image = T.Resize([224, 224], BILINEAR)(Image.fromarray(rgb, "RGB"))
+    x = T.Normalize(MEAN, STD)(T.ToTensor()(image))
+    grey = np.zeros(rgb.shape[:2], np.uint8) if mask_path is None else cv2.imread(str(mask_path), 0)
+    mask = T.ToTensor()(T.Resize([224, 224], NEAREST)(Image.fromarray(grey, "L")))
+    return x, mask[0] > 0, int(mask.sum() != 0)
+
+
+def dualad_official(image_path, mask_path, label):
+    """cyhaan/DualAD: cv2.imread colour, BGR -> RGB, cv2.resize to (224, 224) (bilinear), ToTensor, Normalize;
+    the mask: cv2.imread grayscale, cv2.resize INTER_NEAREST, ToTensor, then .numpy().astype(int). Label: the
+    folder."""
+    rgb = cv2.cvtColor(cv2.imread(str(image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    x = T.Normalize(MEAN, STD)(T.ToTensor()(Image.fromarray(cv2.resize(rgb, (224, 224)), "RGB")))
+    if mask_path is None:
+        return x, torch.zeros(224, 224, dtype=torch.bool), label
+    grey = cv2.resize(cv2.imread(str(mask_path), 0), (224, 224), interpolation=cv2.INTER_NEAREST)
+    mask = T.ToTensor()(Image.fromarray(grey, "L")).numpy().astype(int)
+    return x, torch.from_numpy(mask[0]) > 0, label
+
+
+def ours_written_out(image_path, mask_path, label):
+    """The r224 default: PIL decode, cv2.resize bilinear to 224; the mask > half its maximum at full size,
+    then cv2 INTER_NEAREST. Label: the folder."""
+    rgb = np.asarray(Image.open(image_path).convert("RGB"))
+    x = T.Normalize(MEAN, STD)(T.ToTensor()(cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_LINEAR)))
+    if mask_path is None:
+        return x, torch.zeros(224, 224, dtype=torch.bool), label
+    grey = np.asarray(Image.open(mask_path))
+    binary = (grey > 0.5 * grey.max()).astype(np.uint8)
+    return x, torch.from_numpy(cv2.resize(binary, (224, 224), interpolation=cv2.INTER_NEAREST)) > 0, label
+
+
+OFFICIAL = {
+    "dinomaly392": dinomaly_official,
+    "uniad224": uniad_official,
+    "dualad224": dualad_official,
+    "r224": ours_written_out,
+}
+
+
+def datamodule(tmp_path, root, *overrides: str):
+    cfg = compose_config(
+        [
+            "dataset=mvtec",
+            f"dataset.root={root}",
+            "dataset.strict=false",
+            "dataset.num_workers=0",
+            *overrides,
+        ],
+        output_dir=tmp_path / "run",
+        data_dir=tmp_path / "data",
+    )
+    protocol = build_protocol(cfg)
+    dm = build_datamodule(cfg, protocol)
+    dm.setup()
+    return dm, protocol
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["plain", "cached"])
+@pytest.mark.parametrize("preset", sorted(OFFICIAL))
+def test_preset_input_equals_the_official_steps(tmp_path, tree, preset, cache):
+    dm, protocol = datamodule(tmp_path, tree, f"protocol={preset}", f"dataset.cache={str(cache).lower()}")
+    assert (dm.test_set.cache is not None) == cache
+    labels = {}
+    for i, sample in enumerate(dm.test_set.samples):
+        item = dm.test_set[i]
+        x, mask, label = OFFICIAL[preset](sample.path, sample.mask_path, sample.label)
+        assert item["image"].shape == x.shape, sample.path
+        assert (item["image"] - x).abs().max() <= 1e-6, sample.path
+        assert torch.equal(protocol.masks_for_eval(item["mask"][None])[0], mask), sample.path
+        assert item["label"] == label, sample.path
+        labels[sample.defect] = item["label"]
+    train = dm.train_set.samples[0]
+    assert (dm.train_set[0]["image"] - OFFICIAL[preset](train.path, None, 0)[0]).abs().max() <= 1e-6
+    # the lone-pixel defect: UniAD's label comes from its 224 mask, where PIL's nearest pick drops it
+    assert labels == {"good": 0, "crack": 1, "dot": 0 if preset == "uniad224" else 1}
+
+
+def test_soft_mask_rules_differ_as_the_papers_do():
+    """On the soft mask at 224: Dinomaly's bilinear resize widens the defect, DualAD's truncation keeps only
+    grey level 255, ours keeps > half the maximum; label maps count every non-zero pixel."""
+    mask = soft_mask()
+    counts = {}
+    for name, keys in {
+        "dinomaly": dict(resize="pil", mask_resize="pil_bilinear", mask_rule="resize_then_threshold"),
+        "uniad": dict(resize="pil", mask_resize="pil_nearest", mask_rule="resize_then_threshold"),
+        "dualad": dict(mask_rule="resize_then_truncate"),
+        "ours": dict(),
+    }.items():
+        threshold = 0.5 if name == "ours" else 0.0
+        transform = InputTransform(224, mask_threshold=threshold, **keys)
+        counts[name] = int(transform(texture(0), mask)[1].sum())
+    assert counts["dinomaly"] > counts["uniad"] > counts["ours"] > counts["dualad"] > 0
+    labels = np.array([[0, 1, 2], [3, 0, 0]], np.uint8)
+    levels = InputTransform(224, mask_rule="resize_then_truncate").mask_levels(labels, labels=True)
+    assert np.array_equal(levels, np.where(labels > 0, 255, 0))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("resize", "skimage"), ("mask_resize", "area"), ("mask_rule", "otsu"), ("label_rule", "json")],
+)
+def test_unknown_input_keys_name_the_key(tmp_path, tree, key, value):
+    with pytest.raises(ValueError, match=f"protocol.{key} '{value}' is not one of"):
+        datamodule(tmp_path, tree, f"++protocol.{key}={value}")
