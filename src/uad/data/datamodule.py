@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
-from uad.data.dataset import AnomalyDataset
+from uad.data.dataset import AnomalyDataset, check_images
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
@@ -43,6 +43,8 @@ class AnomalyDataModule(LightningDataModule):
     image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, label_rule: the
     protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each paper's steps).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
+    check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
+    test image is reported before training rather than after it.
     num_workers: loader processes; None = `default_num_workers()`.
     """
 
@@ -66,6 +68,7 @@ class AnomalyDataModule(LightningDataModule):
         mask_threshold: float = 0.5,
         label_rule: str = "folder",
         cache: bool = False,
+        check_images: bool = True,
         synthetic: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
@@ -75,6 +78,7 @@ class AnomalyDataModule(LightningDataModule):
         self.name = name
         self.options = options
         self.cache = cache
+        self.check_images = check_images
         self.root = Path(root).expanduser()
         self.requested_classes = list(classes) if classes else None
         self.setting = setting
@@ -128,6 +132,8 @@ class AnomalyDataModule(LightningDataModule):
         check_counts(self.name, found, self.strict)
         train = [s for c in self.class_names for s in found[c].train]
         test = [s for c in self.class_names for s in found[c].test]
+        if self.check_images:
+            check_images([*train, *test], threads=max(4, self.num_workers))
         self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.label_rule)
         self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.label_rule)
         log.info(

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from uad.encoders.registry import EncoderSpec
+from uad.errors import UserError
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UserError, RuntimeError):
     """Weights for a backbone could not be had; the message says how to supply them."""
 
 
