@@ -123,3 +123,14 @@ def test_wrong_lukemelas_files_give_one_clear_error(lukemelas_file, tmp_path):
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), resnet)
     with pytest.raises(EncoderWeightsError, match="do not fit"):
         Encoder("effb4", weights=str(resnet))
+
+
+def test_encoder_stops_after_its_last_tap():
+    """timm's EfficientNet feature model runs every block; ours keeps those up to the last tap, as UniAD's
+    outputs need: the lukemelas stem and blocks 0-21 (3,635,984 of 19,341,616 parameters with the head)."""
+    model = efficientnet_pytorch.EfficientNet.from_name("efficientnet-b4")
+    used = [model._conv_stem, model._bn0, *model._blocks[: max(UNIAD_BLOCKS) + 1]]
+    expected = sum(p.numel() for module in used for p in module.parameters())
+    assert sum(p.numel() for p in Encoder("effb4", pretrained=False).parameters()) == expected == 3_635_984
+    deeper = Encoder("effb4", pretrained=False, taps=(0, 1, 2, 3, 4))
+    assert deeper.strides == [2, 4, 8, 16, 32] and len(deeper.net.blocks) == 7

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.efficientnet import EfficientNetFeatures
 from torch import Tensor, nn
 
 from uad.encoders.padding import freeze_same_padding, meta_forward
@@ -77,6 +78,9 @@ class Encoder(nn.Module):
                 state = match_keys(read_state_dict(path, spec), full, f"weights '{path}'")
                 load_into(net, state, f"weights '{path}'")
                 self.weights_source = str(path)
+        if isinstance(net, EfficientNetFeatures):  # it runs every block; keep those up to the last tap
+            last = net.feature_info.module_name()[-1]  # e.g. "blocks.4"
+            net.blocks = net.blocks[: int(last.split(".")[1]) + 1 if last.startswith("blocks.") else 0]
         if spec.static_padding:
             freeze_same_padding(net, spec.native_size)
         return net
