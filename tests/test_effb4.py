@@ -3,7 +3,9 @@ its static TF padding (fixed for 380 px) and its state-dict names (`efficientnet
 
 The oracle is the `efficientnet-pytorch` package (dev extra) that UniAD vendors, tapped as UniAD's
 `EfficientNet.extract_features` taps it: the stem, then the output of every block, kept at blocks
-1, 5, 9 and 21 (`backbone_info['efficientnet_b4']`).
+1, 5, 9 and 21 (`backbone_info['efficientnet_b4']`). UniAD's vendored copy itself
+(zhiyuanyou/UniAD@a5b9d9d, models/backbones/efficientnet, run from /tmp with `_lukemelas()`'s state dict,
+batch 2) gave the same taps: max abs difference to ours 7.2e-7 at 224 and 256 px.
 """
 
 from __future__ import annotations
