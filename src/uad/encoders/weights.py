@@ -126,17 +126,13 @@ def lukemelas_to_timm(
 
     The tensor names after the module (`weight`, `bias`, `running_mean`, ...) stay; the modules map as
 
-    | lukemelas | timm |
-    |---|---|
-    | `_conv_stem`, `_bn0` | `conv_stem`, `bn1` |
-    | `_blocks.N` | `blocks.S.I`: the N-th block counted through timm's stages in order |
-    | in a block with expansion: `_expand_conv`, `_bn0` | `conv_pw`, `bn1` (`InvertedResidual`) |
-    | `_depthwise_conv`, `_bn1` | `conv_dw`, `bn2` |
-    | `_se_reduce`, `_se_expand` | `se.conv_reduce`, `se.conv_expand` |
-    | `_project_conv`, `_bn2` | `conv_pwl`, `bn3` |
-    | in a block without (`DepthwiseSeparableConv`): `_depthwise_conv`, `_bn1` | `conv_dw`, `bn1` |
-    | `_project_conv`, `_bn2` | `conv_pw`, `bn2` |
-    | `_conv_head`, `_bn1`, `_fc` | `conv_head`, `bn2`, `classifier` |
+    - model: `_conv_stem` -> `conv_stem`, `_bn0` -> `bn1`, `_conv_head` -> `conv_head`, `_bn1` -> `bn2`,
+      `_fc` -> `classifier`, `_blocks.N` -> `blocks.S.I` (the N-th block counted through timm's stages);
+    - block with expansion (timm `InvertedResidual`): `_expand_conv` -> `conv_pw`, `_bn0` -> `bn1`,
+      `_depthwise_conv` -> `conv_dw`, `_bn1` -> `bn2`, `_project_conv` -> `conv_pwl`, `_bn2` -> `bn3`;
+    - block without (timm `DepthwiseSeparableConv`): `_depthwise_conv` -> `conv_dw`, `_bn1` -> `bn1`,
+      `_project_conv` -> `conv_pw`, `_bn2` -> `bn2`;
+    - either block: `_se_reduce` -> `se.conv_reduce`, `_se_expand` -> `se.conv_expand`.
 
     Shapes are checked when the result is loaded (`load_into`).
     """
