@@ -32,7 +32,7 @@ BINS = 1 << 16
 
 def class_data(c: int):
     """Class c's synthetic test set: Gaussian, heavy-tailed (Cauchy) or tied scores in turn."""
-    from tests.synthetic_maps import blob_data
+    from bench.synthetic_maps import blob_data
 
     return blob_data(100 + c, n=PER_CLASS, size=SIZE, heavy=c % 3 == 1, ties=c % 3 == 2)
 

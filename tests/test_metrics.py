@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tests.mvtec_reference import aupro_reference, metrics_reference, ranking_reference
-from tests.synthetic_maps import blob_data
+from bench.synthetic_maps import blob_data
 from uad.metrics import aupro, compute_metrics
 from uad.metrics.functional import pixel_metrics, ranking_metrics, sample_metrics
 
