@@ -98,7 +98,9 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for key in merged:
             merged[key].update(part.get(key, {}))
     if "flipped_auroc" in merged["extra"]:  # one list per run: joined, not the last one kept
-        merged["extra"]["flipped_auroc"] = [f for p in parts for f in p.get("extra", {}).get("flipped_auroc", [])]
+        merged["extra"]["flipped_auroc"] = [
+            f for p in parts for f in p.get("extra", {}).get("flipped_auroc", [])
+        ]
     first = parts[0]
     return build_results(
         merged["per_class"],
