@@ -137,7 +137,7 @@ def test_the_200_threshold_aupro_is_reported_beside_the_exact_one():
     assert both["AUPRO"] - both["AUPRO@200"] > 0.05  # the approximation is a different number
 
 
-def test_the_200_threshold_aupro_is_nan_where_undefined():
+def test_the_200_threshold_aupro_is_nan_where_undefined_and_refuses_nan_scores():
     _, _, maps, masks = blob_data(43, n=8, size=32)
     with pytest.warns(UserWarning, match="all scores are equal"):
         assert math.isnan(aupro(torch.ones_like(maps), masks, thresholds=200))
@@ -145,6 +145,9 @@ def test_the_200_threshold_aupro_is_nan_where_undefined():
         assert math.isnan(aupro(maps, torch.zeros_like(masks), thresholds=200))
     with pytest.raises(ValueError, match="fpr_rescale 'mean'"):
         aupro(maps, masks, thresholds=200, fpr_rescale="mean")
+    maps[0, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="AUPRO@200: 1 scores are NaN"):
+        aupro(maps, masks, thresholds=200)
 
 
 def test_flip_auroc_turns_only_an_auroc_below_half_and_names_it():

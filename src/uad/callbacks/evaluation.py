@@ -2,6 +2,9 @@
 states of `ImageMetrics` / `PixelMetrics` (CPU, compact), gathers them from every rank, drops the samples
 the distributed sampler repeated, and computes each class's metrics once, on rank 0. Where the data has
 multi-view sample keys (Real-IAD), the sample-level S-AUROC, S-AP and S-F1max go to results["extra"].
+A protocol may add a paper's own reporting rules: its approximate AUPRO as one more metric ("AUPRO@200",
+protocol.aupro_thresholds) and UniAD's flip of an AUROC below 0.5 (protocol.flip_auroc), every flipped
+number listed with its raw value in results["extra"]["flipped_auroc"].
 
 Results are written after every class, atomically, so a crash or a failing class loses nothing that
 was already computed; a class whose evaluation fails is named in `errors` with its cause.

@@ -4,7 +4,9 @@ AUROC and AP are what scikit-learn computes (`roc_auc_score`, step-wise `average
 F1-max is the maximum F1 over the same precision-recall points, and AUPRO is the MVTec AD evaluation's
 (8-connected regions, one global sort, PRO averaged over all regions, trapezoid over FPR in [0, limit]
 with the end point interpolated, divided by the limit). Scores are used as given: no sigmoid, no min-max
-scaling, no flipping of an AUROC below 0.5.
+scaling, no flipping of an AUROC below 0.5. Two papers' reporting rules are here too, for reproducing their
+tables only and never in place of the exact numbers: the AUPRO at evenly spaced thresholds of Dinomaly and
+DualAD (`aupro_thresholded`, reported as "AUPRO@200") and UniAD's AUROC flip (`flip_auroc`).
 
 Speed: each score becomes an order-preserving 32-bit code, packed with the pixel's region id into one
 int64 key, and the keys are sorted in place. That avoids the index permutation (argsort), the slow part
@@ -136,10 +138,15 @@ def _binned_groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: in
     return _Groups(pos_in, torch.cumsum(pos_in, 0), fp_before, fp_before + neg[held], pro, int(neg.sum()))
 
 
-def _groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str) -> _Groups:
-    """The sweep of one class's scores; ids: int < 2**31, 0 = negative; weights[id]: PRO weights."""
+def _refuse_nan(scores: Tensor, what: str) -> None:
+    """NaN has no rank: a ValueError that counts them."""
     if torch.isnan(scores).any():
         raise ValueError(f"{what}: {int(torch.isnan(scores).sum())} scores are NaN; check the anomaly maps")
+
+
+def _groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str) -> _Groups:
+    """The sweep of one class's scores; ids: int < 2**31, 0 = negative; weights[id]: PRO weights."""
+    _refuse_nan(scores, what)
     if bins is None:
         return _exact_groups(scores, ids, weights)
     return _binned_groups(scores, ids, weights, bins)
@@ -281,6 +288,7 @@ def aupro_thresholded(
     if _undefined(f"AUPRO@{thresholds}", positives, masks.numel() - positives):
         return math.nan
     flat = anomaly_maps.flatten()
+    _refuse_nan(flat, f"AUPRO@{thresholds}")
     if bool(flat.min() == flat.max()):
         return _nan(f"AUPRO@{thresholds}: all scores are equal, so there are no thresholds between them")
     edges = torch.from_numpy(linear_thresholds(flat, thresholds)).to(flat.device)
