@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torchmetrics.metric
 
-from tests.synthetic_maps import blob_data
+from bench.synthetic_maps import blob_data
 from uad.callbacks.evaluation import Evaluator
 from uad.metrics import EvalProtocol
 from uad.metrics.stateful import AUPRO, ImageMetrics, PixelMetrics

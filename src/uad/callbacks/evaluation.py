@@ -2,6 +2,9 @@
 states of `ImageMetrics` / `PixelMetrics` (CPU, compact), gathers them from every rank, drops the samples
 the distributed sampler repeated, and computes each class's metrics once, on rank 0. Where the data has
 multi-view sample keys (Real-IAD), the sample-level S-AUROC, S-AP and S-F1max go to results["extra"].
+A protocol may add a paper's own reporting rules: its approximate AUPRO as one more metric ("AUPRO@200",
+protocol.aupro_thresholds) and UniAD's flip of an AUROC below 0.5 (protocol.flip_auroc), every flipped
+number listed with its raw value in results["extra"]["flipped_auroc"].
 
 Results are written after every class, atomically, so a crash or a failing class loses nothing that
 was already computed; a class whose evaluation fails is named in `errors` with its cause.
@@ -21,7 +24,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics.utilities import dim_zero_cat
 
 from uad.callbacks.visualize import save_overlays
-from uad.metrics.functional import SAMPLE_METRICS, compute_metrics, ranking_metrics, sample_metrics
+from uad.metrics.functional import (
+    SAMPLE_METRICS,
+    compute_metrics,
+    flip_auroc,
+    ranking_metrics,
+    sample_metrics,
+)
 from uad.metrics.protocol import EvalProtocol
 from uad.metrics.stateful import ImageMetrics, PixelMetrics
 from uad.results import build_results, class_mean, print_table, write_results
@@ -150,6 +159,7 @@ class Evaluator(Callback):
         counts: dict[str, dict[str, int]] = {}
         errors: dict[str, str] = {}
         samples: dict[str, dict[str, float]] = {}
+        flipped: list[dict[str, Any]] = []
         if self.output_dir:
             write_text(self.output_dir / "predictions.csv", _predictions_csv(records))
         names = records["class_name"]
@@ -158,14 +168,7 @@ class Evaluator(Callback):
             labels = records["label"][sel]
             counts[name] = {"good": int((labels == 0).sum()), "defective": int((labels == 1).sum())}
             try:
-                per_class[name] = compute_metrics(
-                    records["score"][sel],
-                    labels,
-                    records["map"][sel],
-                    records["mask"][sel],
-                    fpr_limit=self.protocol.fpr_limit,
-                    bins=self.protocol.pixel_bins,
-                )
+                per_class[name] = self._class_metrics(name, records, sel, flipped)
                 per_defect[name] = _per_defect(records, sel)
                 keys = [k for k, s in zip(records["sample_key"], sel.tolist()) if s]
                 if all(keys):  # multi-view data: a sample's score is the max over its views
@@ -173,7 +176,9 @@ class Evaluator(Callback):
             except Exception as err:  # one failing class must not lose the others
                 errors[name] = f"{type(err).__name__}: {err}"
                 log.error("evaluation of class '%s' failed:\n%s", name, traceback.format_exc())
-            extra = _sample_extra(samples) if samples else None
+            extra = _sample_extra(samples) if samples else {}
+            if self.protocol.flip_auroc:
+                extra["flipped_auroc"] = flipped
             results = build_results(
                 per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors, extra
             )
@@ -184,6 +189,34 @@ class Evaluator(Callback):
         if trainer is not None:
             _log_to_loggers(trainer, results)
         return results
+
+    def _class_metrics(
+        self, name: str, records: dict[str, Any], sel: torch.Tensor, flipped: list[dict[str, Any]]
+    ) -> dict[str, float]:
+        """One class's metrics under the protocol; a flipped AUROC (protocol.flip_auroc) is appended to
+        `flipped` with its class, its raw value and the value reported."""
+        p = self.protocol
+        metrics = compute_metrics(
+            records["score"][sel],
+            records["label"][sel],
+            records["map"][sel],
+            records["mask"][sel],
+            fpr_limit=p.fpr_limit,
+            bins=p.pixel_bins,
+            aupro_thresholds=p.aupro_thresholds,
+            aupro_fpr_rescale=p.aupro_fpr_rescale,
+        )
+        if not p.flip_auroc:
+            return metrics
+        reported, names = flip_auroc(metrics)
+        for metric in names:
+            log.warning(
+                "evaluation: %s of class '%s' is %.4f; reported flipped", metric, name, metrics[metric]
+            )
+            flipped.append(
+                {"class": name, "metric": metric, "raw": metrics[metric], "reported": reported[metric]}
+            )
+        return reported
 
 
 def _sample_extra(samples: dict[str, dict[str, float]]) -> dict[str, Any]:
