@@ -82,7 +82,7 @@ def evaluate(rank: int, world: int) -> dict:
         results = evaluator.evaluate(records)
         out["classes"] = results["per_class"]
         out["sample_level"] = results["extra"]["sample_level"]
-        out["rows"] = len(records["index"])
+        out["rows"] = len(records.index)
     return out
 
 

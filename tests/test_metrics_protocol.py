@@ -13,6 +13,7 @@ from tests.conftest import compose_config
 from uad import builders, pipeline
 from uad.callbacks.evaluation import Evaluator
 from uad.metrics import METRIC_NAMES, EvalProtocol, compute_metrics
+from uad.metrics.records import EvalRecords
 from uad.results import build_results, merge_results
 
 
@@ -78,12 +79,12 @@ def test_bad_paper_rule_keys_are_named():
     ],
 )
 def test_the_dinomaly_and_dualad_presets_add_their_papers_aupro(preset, thresholds, rescale):
-    protocol = pipeline.build_protocol(compose_config([f"protocol={preset}"]))
+    protocol = builders.build_protocol(compose_config([f"protocol={preset}"]))
     assert (protocol.aupro_thresholds, protocol.aupro_fpr_rescale) == (thresholds, rescale)
     assert protocol.flip_auroc is False  # no preset flips: reproducing UniAD's tables is asked for
 
 
-def _records() -> dict:
+def _records() -> EvalRecords:
     """Two classes of maps as the Evaluator gathers them; class 'inverted' ranks its defects lowest."""
     parts = []
     for c, name in enumerate(("plain", "inverted")):
@@ -91,17 +92,17 @@ def _records() -> dict:
         sign = -1.0 if name == "inverted" else 1.0
         parts.append((sign * scores, labels, sign * maps, masks, [name] * len(labels)))
     n = sum(len(p[1]) for p in parts)
-    return {
-        "index": torch.arange(n),
-        "score": torch.cat([p[0] for p in parts]),
-        "label": torch.cat([p[1] for p in parts]),
-        "map": torch.cat([p[2] for p in parts]),
-        "mask": torch.cat([p[3] for p in parts]),
-        "class_name": [c for p in parts for c in p[4]],
-        "defect": ["good" if y == 0 else "blob" for p in parts for y in p[1].tolist()],
-        "path": [f"{i}.png" for i in range(n)],
-        "sample_key": [""] * n,
-    }
+    return EvalRecords(
+        index=torch.arange(n),
+        score=torch.cat([p[0] for p in parts]),
+        label=torch.cat([p[1] for p in parts]),
+        map=torch.cat([p[2] for p in parts]),
+        mask=torch.cat([p[3] for p in parts]),
+        class_name=[c for p in parts for c in p[4]],
+        defect=["good" if y == 0 else "blob" for p in parts for y in p[1].tolist()],
+        path=[f"{i}.png" for i in range(n)],
+        sample_key=[""] * n,
+    )
 
 
 def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
@@ -109,10 +110,8 @@ def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
     records = _records()
     results = Evaluator(protocol, tmp_path, overlays_per_class=0, print_table=False).evaluate(records)
     assert results["metrics"] == [*METRIC_NAMES, "AUPRO@200"]
-    sel = torch.tensor([c == "inverted" for c in records["class_name"]])
-    raw = compute_metrics(
-        records["score"][sel], records["label"][sel], records["map"][sel], records["mask"][sel]
-    )
+    sel = records.of_class("inverted")
+    raw = compute_metrics(records.score[sel], records.label[sel], records.map[sel], records.mask[sel])
     assert raw["I-AUROC"] < 0.5 and raw["P-AUROC"] < 0.5
     assert results["extra"]["flipped_auroc"] == [
         {"class": "inverted", "metric": m, "raw": raw[m], "reported": pytest.approx(1 - raw[m])}
