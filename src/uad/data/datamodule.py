@@ -13,7 +13,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from uad.data.dataset import AnomalyDataset
-from uad.data.readers import Catalog, check_counts, count, get_reader, open_catalog, select_classes
+from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import build_transform
 from uad.utils.logging import get_logger
@@ -70,7 +70,6 @@ class AnomalyDataModule(LightningDataModule):
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
-        get_reader(reader)  # an unknown reader fails here, before any file is read
         self.reader = reader
         self.name = name or reader
         self.options = options
