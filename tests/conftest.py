@@ -38,7 +38,6 @@ def compose_config(
     return cfg
 
 
-
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One data folder per test session, so the synthetic tree is generated once and reused."""
