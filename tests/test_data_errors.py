@@ -35,8 +35,8 @@ def test_unknown_class_lists_the_available_ones(tmp_path):
 
 def test_unknown_dataset_and_unknown_option(tmp_path):
     root = mvtec_tree(tmp_path / "m", {"bottle": {"crack": 1}})
-    with pytest.raises(DatasetLayoutError, match=r"dataset.name 'mvtech' is not one of .*'mvtec'"):
-        datamodule(tmp_path, "mvtec", root, "dataset.name=mvtech")
+    with pytest.raises(DatasetLayoutError, match=r"dataset.reader 'mvtech' is not one of .*'mvtec'"):
+        datamodule(tmp_path, "mvtec", root, "dataset.reader=mvtech")
     with pytest.raises(DatasetLayoutError, match=r"'mvtec' has no option\(s\) \['views'\]"):
         datamodule(tmp_path, "mvtec", root, "+dataset.views=[C1]")
 
