@@ -25,8 +25,8 @@ from torch import Tensor
 from uad.builders import build_protocol
 from uad.checkpoint import load_module
 from uad.inference import Scorer
-from uad.metrics.protocol import EvalProtocol
 from uad.methods.base import AnomalyNet
+from uad.metrics.protocol import EvalProtocol
 from uad.utils.io import write_json
 from uad.utils.logging import get_logger
 
@@ -69,7 +69,7 @@ def _torchscript(scorer: Scorer, example: Tensor, path: Path, opset: int) -> Cal
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.trace(scorer, example, check_trace=False).save(str(path))
-    loaded = torch.jit.load(str(path))
+    loaded = _jit_load(path)
     return lambda x: list(loaded(x))
 
 
@@ -110,9 +110,10 @@ def export_graph(
     if not worst <= tolerance:
         partial.unlink()
         raise ExportError(
-            f"the {fmt} graph differs from PyTorch by {worst:.3g} relative (maps {errors['anomaly_map']:.3g}, "
-            f"scores {errors['score']:.3g}) > export.tolerance={tolerance}; nothing written. Try another "
-            f"export.opset or export.format=torchscript, and report the method and backbone"
+            f"the {fmt} graph differs from PyTorch by {worst:.3g} relative "
+            f"(maps {errors['anomaly_map']:.3g}, scores {errors['score']:.3g}) > "
+            f"export.tolerance={tolerance}; nothing written. Try another export.opset or "
+            f"export.format=torchscript, and report the method and backbone"
         )
     partial.replace(path)
     return errors
@@ -184,5 +185,12 @@ def run_graph(path: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndar
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         maps, scores = session.run(list(OUTPUTS), {"image": images.astype(np.float32)})
         return maps, scores
-    maps, scores = torch.jit.load(str(path))(torch.from_numpy(images.astype(np.float32)))
+    with torch.no_grad():
+        maps, scores = _jit_load(path)(torch.from_numpy(images.astype(np.float32)))
     return maps.numpy(), scores.numpy()
+
+
+def _jit_load(path: Path) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+        return torch.jit.load(str(path))

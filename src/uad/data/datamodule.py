@@ -15,8 +15,8 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from uad.data.dataset import AnomalyDataset
-from uad.data.samples import Sample
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
+from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
 from uad.utils.logging import get_logger
