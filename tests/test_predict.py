@@ -256,9 +256,8 @@ def _net(overrides: list[str]):
     return builders.build_net(cfg, builders.build_encoder(cfg, protocol)), protocol
 
 
-@pytest.mark.parametrize(
-    "method", [pytest.param(m, marks=[] if m == "featrec" else pytest.mark.slow) for m in EXPORT_CASES]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(EXPORT_CASES))
 def test_every_method_exports_to_onnx_and_torchscript_with_parity(method, tmp_path):
     net, protocol = _net(EXPORT_CASES[method])
     for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
@@ -270,6 +269,7 @@ def test_every_method_exports_to_onnx_and_torchscript_with_parity(method, tmp_pa
         assert maps.shape == (3, size, size) and scores.shape == (3,)
 
 
+@pytest.mark.slow
 def test_an_export_that_differs_from_pytorch_is_refused_and_not_written(tmp_path, monkeypatch):
     net, protocol = _net(EXPORT_CASES["featrec"])
     monkeypatch.setattr("uad.export.relative_error", lambda got, ref: 1e-3)
