@@ -31,6 +31,7 @@ CASES = {  # method -> overrides (random encoder weights: latency does not depen
     "dinomaly": ["method=dinomaly", "backbone=dinov2_vits14_reg", "backbone.pretrained=false"],
 }
 RUNS = 10
+THREADS = 1  # both runtimes on one thread: on a shared machine more threads measure the other jobs
 
 
 def _median_ms(step, image: torch.Tensor) -> float:
@@ -52,7 +53,9 @@ def measure(method: str, folder: Path) -> tuple[str, int, float, float, float]:
     path = folder / f"{method}.onnx"
     errors = export_graph(net, protocol, path, "onnx", check_images=2)
     scorer = Scorer(net, protocol, raw_input=True).eval()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = THREADS
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     image = torch.rand(1, 3, protocol.input_size, protocol.input_size)  # (1, 3, S, S) RGB in [0, 1]
     with torch.no_grad():
         eager = _median_ms(scorer, image)
@@ -61,12 +64,13 @@ def measure(method: str, folder: Path) -> tuple[str, int, float, float, float]:
 
 
 def main() -> None:
+    torch.set_num_threads(THREADS)
     methods = sys.argv[1:] or list(CASES)
     print("## Export: CPU latency per image, PyTorch eager vs ONNX Runtime")
     print()
     print(
         f"Command: `python bench/bench_export.py` (batch 1, median of {RUNS} runs after one warm-up, "
-        f"{torch.get_num_threads()} torch threads; ONNX Runtime's default threads; random weights). "
+        f"one thread for each runtime; random weights). "
         f"The machine is shared with other jobs, so absolute times vary from run to run; the ratio is the "
         f"number to read."
     )
