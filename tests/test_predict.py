@@ -75,6 +75,24 @@ def test_quantile_calibration_per_class_and_global():
     assert out["counts"] == {"a": {"good": 5, "defective": 0}, "b": {"good": 5, "defective": 0}}
 
 
+def test_f1max_calibration_separates_labelled_images_and_pixels():
+    maps = torch.zeros(4, 8, 8)
+    maps[1, :2, :2] = maps[3, 4:, 4:] = 1.0  # the defective images' defect pixels score 1, all else 0
+    masks = maps > 0.5
+    records = {
+        "class_name": ["a", "a", "b", "b"],
+        "label": torch.tensor([0, 1, 0, 1]),
+        "score": torch.tensor([0.2, 0.8, 0.3, 0.9]),
+        "map_max": maps.flatten(1).amax(1),
+        "map": maps,
+        "mask": masks,
+    }
+    out = calibrate(records, "f1max", 0.99)
+    assert out["image"]["per_class"] == {"a": pytest.approx(0.5), "b": pytest.approx(0.6)}
+    assert out["image"]["global"] == pytest.approx(0.55) and out["pixel"]["global"] == pytest.approx(0.5)
+    assert out["counts"]["a"] == {"good": 1, "defective": 1}
+
+
 def test_normalized_score_is_one_half_at_the_threshold_and_increasing():
     assert normalized_score(2.0, 2.0) == 0.5
     assert (
