@@ -70,7 +70,10 @@ def test_quantile_calibration_per_class_and_global():
         "map_max": torch.arange(10.0) * 2,
     }
     out = calibrate(records, "quantile", 0.5)
-    assert out["image"] == {"global": 4.5, "per_class": {"a": 2.0, "b": 7.0}}
+    assert out["image"] == {"global": 5.0, "per_class": {"a": 2.0, "b": 7.0}}  # order statistics, not means
+    two = {"class_name": ["a", "a"], "label": torch.zeros(2), "score": torch.arange(2.0)}
+    two["map_max"] = two["score"]
+    assert calibrate(two, "quantile", 0.99)["image"]["global"] == 1.0  # no held-back image above it
     assert out["pixel"]["per_class"] == {"a": 4.0, "b": 14.0}
     assert out["counts"] == {"a": {"good": 5, "defective": 0}, "b": {"good": 5, "defective": 0}}
 

@@ -44,8 +44,11 @@ def normalized_score(score: float, threshold: float) -> float:
 
 
 def quantile_threshold(values: Tensor, quantile: float) -> float:
-    """The `quantile` quantile (linear interpolation) of `values`, in float64."""
-    return float(torch.quantile(values.double().flatten(), quantile))
+    """The smallest of `values` with at least a `quantile` fraction of them at or below it (torch's
+    "higher" quantile), so that `score > threshold` flags at most 1 - quantile of the calibration images.
+    Linear interpolation would put the threshold below the largest calibration score and flag one image
+    in n however high the quantile: half of them with two held-back images per class."""
+    return float(torch.quantile(values.double().flatten(), quantile, interpolation="higher"))
 
 
 def f1max_threshold(scores: Tensor, labels: Tensor, what: str) -> float:
