@@ -31,6 +31,7 @@ def datamodule(tmp_path, dataset: str, root, *overrides: str, setup: bool = True
             f"dataset={dataset}",
             f"dataset.root={root}",
             "dataset.num_workers=0",
+            "dataset.val_fraction=0",  # the reader's own counts: no training image held back
             f"protocol.image_size={SIZE}",
             *overrides,
         ],
@@ -41,6 +42,14 @@ def datamodule(tmp_path, dataset: str, root, *overrides: str, setup: bool = True
     if setup:
         dm.setup()
     return dm
+
+
+def test_val_fraction_holds_back_training_images_per_class(tmp_path):
+    root = mvtec_tree(tmp_path / "mvtec", {"bottle": {"crack": 1}, "grid": {"bent": 1}})
+    dm = datamodule(tmp_path, "mvtec", root, "dataset.strict=false", "dataset.val_fraction=0.4")
+    held = Counter(s.class_name for s in dm.heldout_set.samples)
+    assert held == {"bottle": 1, "grid": 1} and not set(dm.heldout_set.samples) & set(dm.train_set.samples)
+    assert len(dm.train_set) == 4 and all(s.label == 0 for s in dm.heldout_set.samples)
 
 
 def split_counts(dm) -> dict[str, tuple[int, int, int]]:

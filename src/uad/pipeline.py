@@ -23,17 +23,20 @@ from uad.callbacks.evaluation import Evaluator
 from uad.callbacks.rng import RngState
 from uad.callbacks.throughput import Throughput
 from uad.describe import describe
+from uad.export import export
 from uad.loggers import finish_wandb
 from uad.metrics.protocol import EvalProtocol
+from uad.predict import predict
 from uad.provenance import run_info
 from uad.results import merge_results, print_table, write_results
 from uad.runstatus import RunStatus
+from uad.thresholds import Calibrator
 from uad.utils.hydra_job import ddp_children_run_this_job, multirun_job, pin_job_device, uses_script_ddp
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
-MODES = ("train", "describe")
+MODES = ("train", "describe", "predict", "export")
 
 
 def fit_and_test(
@@ -47,12 +50,14 @@ def fit_and_test(
     module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
     evaluator = Evaluator(protocol, output_dir, run_info(cfg), print_table=cfg.dataset.setting != "separate")
     throughput = Throughput()
-    trainer = build_trainer(cfg, output_dir, [evaluator, throughput, RngState()])
+    calibrator = Calibrator(protocol, **cfg.get("calibration", {}))
+    trainer = build_trainer(cfg, output_dir, [evaluator, throughput, RngState(), calibrator])
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
         results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
+        results["extra"]["thresholds"] = module.extra.get("thresholds")
         write_results(output_dir, results)
     return results
 
@@ -105,6 +110,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.mode == "describe":
             result = describe(cfg, output_dir)
+        elif cfg.mode in ("predict", "export"):
+            result = (predict if cfg.mode == "predict" else export)(cfg, output_dir)
         else:
             if uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)

@@ -20,10 +20,25 @@ def denormalise(image: torch.Tensor) -> np.ndarray:
     return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
+def image_at(image: torch.Tensor, size: int) -> np.ndarray:
+    """(3, H, W) ImageNet-normalised tensor -> (size, size, 3) float in [0, 1], to lie under a map."""
+    image = torch.nn.functional.interpolate(
+        image[None], size=(size, size), mode="bilinear", align_corners=False
+    )
+    return denormalise(image[0])
+
+
 def overlay_figure(
-    image: np.ndarray, amap: np.ndarray, mask: np.ndarray, vmin: float, vmax: float, title: str
+    image: np.ndarray,
+    amap: np.ndarray,
+    mask: np.ndarray,
+    vmin: float,
+    vmax: float,
+    title: str,
+    mask_title: str = "ground truth (white)",
 ):
-    """A three-panel figure: the image, the heat map over it, and the ground-truth contour on top."""
+    """A three-panel figure: the image, the heat map over it, and a mask's contour on top (the ground truth
+    in evaluation, the predicted mask in `mode=predict`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +54,7 @@ def overlay_figure(
     axes[2].imshow(amap, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
     if mask.any():
         axes[2].contour(mask.astype(float), levels=[0.5], colors="white", linewidths=1.2)
-    axes[2].set_title("ground truth (white)")
+    axes[2].set_title(mask_title)
     for ax in axes:
         ax.axis("off")
     fig.colorbar(heat, ax=axes, fraction=0.02, pad=0.01)
@@ -57,15 +72,10 @@ def save_overlays(folder: Path, kept: dict[str, list[dict[str, Any]]], records: 
         values = values[torch.randperm(len(values))[:1_000_000]]
         vmin, vmax = (float(q) for q in torch.quantile(values, torch.tensor([0.01, 0.999])))
         for item in items:
-            size = item["map"].shape[-1]
-            image = torch.nn.functional.interpolate(
-                item["image"][None], size=(size, size), mode="bilinear", align_corners=False
-            )[0]
+            image = image_at(item["image"], item["map"].shape[-1])
             stem = Path(item["path"]).stem
             title = f"{class_name} / {item['defect']} / {stem}"
-            fig = overlay_figure(
-                denormalise(image), item["map"].float().numpy(), item["mask"].numpy(), vmin, vmax, title
-            )
+            fig = overlay_figure(image, item["map"].float().numpy(), item["mask"].numpy(), vmin, vmax, title)
             path = folder / f"{class_name}_{item['defect']}_{stem}.png"
             atomic_write(path, lambda h, fig=fig: fig.savefig(h, dpi=90, format="png"), mode="wb")
             plt.close(fig)

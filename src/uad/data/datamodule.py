@@ -4,16 +4,19 @@ of the normal images of all selected classes; evaluation per class)."""
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from uad.data.dataset import AnomalyDataset, check_images
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
+from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
 from uad.utils.logging import get_logger
@@ -47,6 +50,9 @@ class AnomalyDataModule(LightningDataModule):
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
     test image is reported before training rather than after it.
+    val_fraction: the fraction of each class's training images held back, never trained on, to calibrate
+    the decision thresholds (`uad.thresholds`); a deterministic pick (seeded by the class name), 0 = none.
+    The configs default to 0.1; the paper recipes set 0 to train on every training image, as the papers.
     num_workers: loader processes; None = `default_num_workers()`.
     """
 
@@ -72,12 +78,18 @@ class AnomalyDataModule(LightningDataModule):
         label_rule: str = "folder",
         cache: bool = False,
         check_images: bool = True,
+        val_fraction: float = 0.0,
         synthetic: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(
+                f"dataset.val_fraction must be in [0, 1) (0 = train on every image); got {val_fraction}"
+            )
+        self.val_fraction = val_fraction
         self.reader = reader
         self.name = name or reader
         self.options = options
@@ -99,6 +111,7 @@ class AnomalyDataModule(LightningDataModule):
         self.class_names: list[str] = []
         self.train_set: AnomalyDataset | None = None
         self.test_set: AnomalyDataset | None = None
+        self.heldout_set: AnomalyDataset | None = None  # held-back normal images (val_fraction)
 
     # -- where the files are ----------------------------------------------------------------------
 
@@ -134,11 +147,20 @@ class AnomalyDataModule(LightningDataModule):
         for name, splits in found.items():
             log.info("  %s: %d train / %d good + %d defective test", name, *count(splits))
         check_counts(self.reader, found, self.strict)
-        train = [s for c in self.class_names for s in found[c].train]
+        train, heldout = [], []
+        for c in self.class_names:
+            kept, held = hold_back(found[c].train, self.val_fraction, c)
+            train += kept
+            heldout += held
         test = [s for c in self.class_names for s in found[c].test]
         if self.check_images:
-            check_images([*train, *test], threads=max(4, self.num_workers))
+            check_images([*train, *heldout, *test], threads=max(4, self.num_workers))
         self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.label_rule)
+        self.heldout_set = AnomalyDataset(heldout, self.transform, self.class_names, self.label_rule)
+        if heldout:
+            log.info(
+                "held back %d normal training images for calibration (dataset.val_fraction)", len(heldout)
+            )
         self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.label_rule)
         log.info(
             "%s: %d classes, %d train / %d test images (%s setting)",
@@ -150,6 +172,19 @@ class AnomalyDataModule(LightningDataModule):
         )
         if self.cache:
             self._fill_caches()
+
+    def labelled_set(self, root: str | Path) -> AnomalyDataset:
+        """The test split (good and defective images, masks) of the trained classes in another tree of this
+        dataset's layout: a labelled validation set (`calibration.rule=f1max`)."""
+        catalog = open_catalog(self.name, Path(root).expanduser(), self.options)
+        names = [c for c in self.class_names if c in catalog]
+        if not names:
+            raise ValueError(
+                f"calibration.root '{root}' holds none of the trained classes {self.class_names}; give a "
+                f"folder in the {self.name} layout (<class>/test/<good|defect>/..., <class>/ground_truth/...)"
+            )
+        samples = [s for c in names for s in catalog[c]().test]
+        return AnomalyDataset(samples, self.transform, self.class_names, self.label_rule)
 
     def _fill_caches(self) -> None:
         estimate = (len(self.train_set) + len(self.test_set)) * self.transform.image_size**2 * 4
@@ -181,3 +216,22 @@ class AnomalyDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+    def loader(self, dataset: AnomalyDataset) -> DataLoader:
+        """An evaluation loader over any of this module's data sets (calibration)."""
+        return self._loader(dataset, False, self.eval_batch_size)
+
+
+def hold_back(samples: Sequence[Sample], fraction: float, seed: str) -> tuple[list[Sample], list[Sample]]:
+    """(kept, held back): round(fraction x n) samples (at least one when fraction > 0, never all) picked by
+    a generator seeded with `seed` (the class name), so the split depends on neither the run's seed nor
+    the order classes are read in."""
+    samples = list(samples)
+    count = min(len(samples) - 1, max(1, round(fraction * len(samples)))) if fraction > 0 else 0
+    if count <= 0:
+        return samples, []
+    rng = np.random.default_rng(zlib.crc32(seed.encode()))
+    held = set(rng.permutation(len(samples))[:count].tolist())
+    return [s for i, s in enumerate(samples) if i not in held], [
+        s for i, s in enumerate(samples) if i in held
+    ]

@@ -18,19 +18,31 @@ from uad.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-def load_image(sample: Sample) -> np.ndarray:
-    """RGB uint8 (H, W, 3): grayscale (8 or 16 bit), palette and RGBA files are converted (alpha dropped)."""
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """A PIL image of any mode -> RGB uint8 (H, W, 3); 16-bit grayscale is scaled 0..65535 -> 0..255."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float32)
+        img = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8))
+    return np.asarray(img.convert("RGB"))
+
+
+def decode_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of an image file, decoded as training and evaluation decode it: grayscale (8 or
+    16 bit), palette and RGBA files are converted (alpha dropped). Shared by the data sets and `mode=predict`,
+    so that an image scores the same through either."""
     try:
-        with Image.open(sample.path) as img:
-            if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit grayscale: 0..65535 -> 0..255
-                values = np.asarray(img, dtype=np.float32)
-                img = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8))
-            return np.asarray(img.convert("RGB"))
+        with Image.open(path) as img:
+            return pil_to_rgb(img)
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DatasetLayoutError(
-            f"cannot read image '{sample.path}' ({err}). The file is unreadable or truncated: replace it, or "
+            f"cannot read image '{path}' ({err}). The file is unreadable or truncated: replace it, or "
             f"remove it from the dataset."
         ) from err
+
+
+def load_image(sample: Sample) -> np.ndarray:
+    """The sample's image, RGB uint8 (H, W, 3) (see `decode_image`)."""
+    return decode_image(sample.path)
 
 
 def unreadable_reason(path: Path) -> str | None:

@@ -150,5 +150,9 @@ class InputTransform:
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         return (x - mean) / std, torch.from_numpy(np.ascontiguousarray(mask))[None]
 
+    def image(self, image: np.ndarray) -> Tensor:
+        """A decoded image (H, W, 3) uint8 without mask -> (3, c, c) float32, exactly as in evaluation."""
+        return self(image, np.zeros(image.shape[:2], dtype=np.uint8))[0]
+
     def __call__(self, image: np.ndarray, mask: np.ndarray, labels: bool = False) -> tuple[Tensor, Tensor]:
         return self.finish(*self.resized(image, self.mask_levels(mask, labels)))

@@ -192,7 +192,7 @@ def resample_grid_pos_embed(pos: Tensor, size: tuple[int, int], offset: float) -
     shifts the sampling points slightly; timm's size-based antialiased resampling gives other values).
     The native grid is returned unchanged."""
     n0 = math.isqrt(pos.shape[1])
-    h, w = size
+    h, w = int(size[0]), int(size[1])  # constants when traced for export: the grid is fixed by the input size
     if (h, w) == (n0, n0):
         return pos
     grid = pos.float().reshape(1, n0, n0, -1).permute(0, 3, 1, 2)  # (1, D, n0, n0)
