@@ -23,6 +23,7 @@ from uad.callbacks.evaluation import Evaluator
 from uad.callbacks.rng import RngState
 from uad.callbacks.throughput import Throughput
 from uad.describe import describe
+from uad.evaluate import evaluate
 from uad.loggers import finish_wandb
 from uad.metrics.protocol import EvalProtocol
 from uad.provenance import run_info
@@ -33,7 +34,7 @@ from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
-MODES = ("train", "describe")
+MODES = ("train", "describe", "eval")
 
 
 def fit_and_test(
@@ -104,6 +105,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.mode == "describe":
             result = describe(cfg, output_dir)
+        elif cfg.mode == "eval":
+            result = evaluate(cfg, output_dir)
         else:
             if uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)
