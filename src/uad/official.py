@@ -50,6 +50,7 @@ tensors and storages, plain containers, numpy scalars and arrays, and EasyDict r
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import re
 import tempfile
@@ -118,6 +119,9 @@ _ALLOWED_MODULES = {  # data-only constructors
 
 class _AllowListUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2 writes Python 2 names
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if name in _ALLOWED_MODULES.get(module, ()):

@@ -186,6 +186,8 @@ def uniad(official: Path) -> dict:
             "loss": loss.item(),
             "grad_norms": {k.replace("reconstruction.", ""): v for k, v in grads.items()},
         },
+        # the official features in full, so the reconstruction is tested apart from the backbone
+        "arrays": {"aligned": out["feature_align"].detach()[0].numpy()},
     }
 
 
@@ -235,6 +237,8 @@ def main() -> None:
         **record,
     }
     args.out.mkdir(parents=True, exist_ok=True)
+    for name, array in record.pop("arrays", {}).items():
+        np.save(args.out / f"{args.method}_{name}.npy", array.astype(np.float32))
     path = args.out / f"{args.method}.json"
     path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
     print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, image score {record['outputs']['image_score']:.6g}")
