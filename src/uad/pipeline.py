@@ -21,6 +21,7 @@ from uad.builders import (
 )
 from uad.callbacks.evaluation import Evaluator
 from uad.callbacks.rng import RngState
+from uad.callbacks.selection import build_selection
 from uad.callbacks.throughput import Throughput
 from uad.describe import describe
 from uad.evaluate import evaluate
@@ -46,13 +47,15 @@ def fit_and_test(
     datamodule = build_datamodule(cfg, protocol, classes)
     module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
     evaluator = Evaluator(protocol, output_dir, run_info(cfg), print_table=cfg.dataset.setting != "separate")
-    throughput = Throughput()
-    trainer = build_trainer(cfg, output_dir, [evaluator, throughput, RngState()])
+    throughput, selection = Throughput(), build_selection(cfg, protocol)
+    callbacks = [evaluator, throughput, RngState(), *([selection] if selection else [])]
+    trainer = build_trainer(cfg, output_dir, callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
         results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
+        results["run"]["selection"] = selection.record if selection else {"selected_on_test_set": False}
         write_results(output_dir, results)
     return results
 
