@@ -21,8 +21,10 @@ from uad.builders import (
 )
 from uad.callbacks.evaluation import Evaluator
 from uad.callbacks.rng import RngState
+from uad.callbacks.selection import build_selection
 from uad.callbacks.throughput import Throughput
 from uad.describe import describe
+from uad.evaluate import evaluate
 from uad.export import export
 from uad.loggers import finish_wandb
 from uad.metrics.protocol import EvalProtocol
@@ -36,7 +38,7 @@ from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
-MODES = ("train", "describe", "predict", "export")
+MODES = ("train", "describe", "eval", "predict", "export")
 
 
 def fit_and_test(
@@ -49,15 +51,17 @@ def fit_and_test(
     datamodule.setup("fit")  # data errors (missing root, broken files) come before the model is built
     module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
     evaluator = Evaluator(protocol, output_dir, run_info(cfg), print_table=cfg.dataset.setting != "separate")
-    throughput = Throughput()
-    calibrator = Calibrator(protocol, **cfg.get("calibration", {}))
-    trainer = build_trainer(cfg, output_dir, [evaluator, throughput, RngState(), calibrator])
+    throughput, selection = Throughput(), build_selection(cfg, protocol)
+    calibrator = Calibrator(protocol, **cfg.get("calibration", {}))  # after a selection restored its best
+    callbacks = [evaluator, throughput, RngState(), *([selection] if selection else []), calibrator]
+    trainer = build_trainer(cfg, output_dir, callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
         results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
         results["extra"]["thresholds"] = module.extra.get("thresholds")
+        results["run"]["selection"] = selection.record if selection else {"selected_on_test_set": False}
         write_results(output_dir, results)
     return results
 
@@ -110,6 +114,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.mode == "describe":
             result = describe(cfg, output_dir)
+        elif cfg.mode == "eval":
+            result = evaluate(cfg, output_dir)
         elif cfg.mode in ("predict", "export"):
             result = (predict if cfg.mode == "predict" else export)(cfg, output_dir)
         else:

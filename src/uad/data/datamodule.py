@@ -80,9 +80,11 @@ class AnomalyDataModule(LightningDataModule):
         check_images: bool = True,
         val_fraction: float = 0.0,
         synthetic: dict[str, Any] | None = None,
+        drop_last: bool = False,
         **options: Any,
     ) -> None:
         super().__init__()
+        self.drop_last = drop_last  # Dinomaly's official loader drops the last incomplete training batch
         if setting not in SETTINGS:
             raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
         if not 0.0 <= val_fraction < 1.0:
@@ -209,7 +211,7 @@ class AnomalyDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        return self._loader(self.train_set, True, self.batch_size, self.drop_last)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False, self.eval_batch_size)

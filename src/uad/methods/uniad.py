@@ -28,7 +28,7 @@ from uad.nn.attention import (
     TransformerEncoderLayer,
     neighbour_mask,
 )
-from uad.nn.init import xavier_linear_
+from uad.nn.init import shared_packed_xavier_, xavier_linear_
 from uad.nn.noise import FeatureJitter
 from uad.nn.pos_embed import build_positional_embedding
 
@@ -38,7 +38,8 @@ class UniAD(AnomalyNet):
 
     The feature grid is the coarsest tapped level (stride 16 for the CNN taps, the patch grid for a ViT),
     so the positional code and the queries are sized from `encoder.input_size`. `neighbor_size` is in grid
-    cells (official: 7 at 224; ADer: input / 32, i.e. 8 at 256); null turns the mask off.
+    cells (official: 7 at 224; ADer: input / 32, i.e. 8 at 256); null turns the mask off. `official_init`
+    starts the layers as the official deep copies do (`_deep_copy_init`); false draws every layer apart.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class UniAD(AnomalyNet):
         pos_embed: str = "learned",
         jitter_scale: float = 20.0,
         jitter_prob: float = 1.0,
+        official_init: bool = True,
     ) -> None:
         super().__init__(encoder)
         channels = sum(encoder.channels)
@@ -85,6 +87,22 @@ class UniAD(AnomalyNet):
         self.queries = nn.ParameterList(
             nn.Parameter(torch.randn(side * side, hidden_dim)) for _ in range(num_decoder_layers)
         )
+        if official_init:
+            self._deep_copy_init()
+
+    @torch.no_grad()
+    def _deep_copy_init(self) -> None:
+        """The official start: its layers are deep copies, initialised before copying where its initializer
+        does not reach them. So every decoder layer starts from the same query, and the Q/K/V projections of
+        each attention kind (encoder self-attention, decoder memory and previous-layer attention) are one
+        xavier draw over the packed 3D x D matrix, shared by all layers. Output projections and FFNs stay
+        independently xavier-initialised, as the official initializer re-draws every Linear."""
+        for query in self.queries[1:]:
+            query.copy_(self.queries[0])
+        encoder, decoder = self.transformer_encoder.layers, self.transformer_decoder.layers
+        shared_packed_xavier_([layer.attn for layer in encoder])
+        shared_packed_xavier_([layer.memory_attn for layer in decoder])
+        shared_packed_xavier_([layer.prev_attn for layer in decoder])
 
     @classmethod
     def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import nn
 
 
@@ -13,3 +16,17 @@ def xavier_linear_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def shared_packed_xavier_(attentions: Sequence[nn.Module]) -> None:
+    """One xavier_uniform draw over the packed (3D, D) Q/K/V matrix, as `nn.MultiheadAttention` initialises
+    its `in_proj_weight`, split into each attention's q/k/v projections, with zero biases; every attention
+    in `attentions` gets the same values, as the official UniAD's deep-copied layers start."""
+    q = attentions[0].q_proj.weight
+    packed = torch.empty(3 * q.shape[0], q.shape[1], dtype=q.dtype, device=q.device)
+    nn.init.xavier_uniform_(packed)
+    for attention in attentions:
+        for proj, part in zip((attention.q_proj, attention.k_proj, attention.v_proj), packed.chunk(3)):
+            proj.weight.copy_(part)
+            nn.init.zeros_(proj.bias)

@@ -1,0 +1,354 @@
+"""Checkpoints saved by the official code, read safely and mapped onto our networks.
+
+Three layouts are recognised by their keys (after an optional `state_dict` wrapper and `module.` prefix):
+
+| layout | file | recognised by |
+|---|---|---|
+| `dinomaly` | `model.pth` of `dinomaly_*.py` (ViTill) | `encoder.blocks.*`, `bottleneck.0.*`, `decoder.0.*` |
+| `uniad` | UniAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.transformer.encoder.layers.*` |
+| `dualad` | DualAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.memory_modules.*` or |
+| | | `R.proj_encoder.*` |
+
+(`R.` = `reconstruction.`, `T.` = `reconstruction.transformer.`, `L` a layer index, `*` the rest.) The frozen
+encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout) or `backbone.*`
+(UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet) entries form a state dict in the layout
+`backbone.weights=` accepts, and the encoder is built from it exactly as from such a file.
+
+Trainable part, official -> ours:
+
+| method | official | ours |
+|---|---|---|
+| Dinomaly | `bottleneck.0.*`; `decoder.L.*` | `bottleneck.*`; `decoder.L.*` |
+| UniAD | `R.input_proj.*`, `R.output_proj.*` | `input_proj.*`, `output_proj.*` |
+| UniAD | `R.pos_embed.row_embed.weight` (`col_`) | `pos_embed.row_embed` (`col_`) |
+| UniAD | `T.encoder.layers.L.self_attn.in_proj_weight` (3D x D; `_bias`) | `transformer_encoder.layers.L.` |
+| | | `attn.{q,k,v}_proj.weight`: its thirds |
+| UniAD | `T.encoder.layers.L.self_attn.out_proj.*` | `transformer_encoder.layers.L.attn.out_proj.*` |
+| UniAD | `T.{en,de}coder.layers.L.linear1.*`, `.linear2.*` | `...layers.L.ffn.net.0.*`, `.ffn.net.3.*` |
+| UniAD | `T.decoder.layers.L.self_attn.*` (to the encoder output) | `...decoder.layers.L.memory_attn.*` |
+| UniAD | `T.decoder.layers.L.multihead_attn.*` (to the previous layer) | `...decoder.layers.L.prev_attn.*` |
+| UniAD | `T.decoder.layers.L.learned_embed.weight`; `T.decoder.norm.*` | `queries.L`; `decoder_norm.*` |
+| DualAD | `R.encoder.layers.L.*`, `R.decoder.layers.L.*` | `ndn_encoder.layers.L.*`, `ndn_decoder...` |
+| DualAD | `...attn1.*`, `...attn2.*`; `...ffn.fc1.*`, `...ffn.fc2.*` | `...memory_attn.*`, `...prev_attn.*`;|
+| | | `...ffn.net.0.*`, `...ffn.net.3.*` |
+| DualAD | `R.*.layers.L.abs_pos_embed.[0.]{row,col}_embed` (one shared module) | `pos_embed.{row,col}_embed`|
+| He | `R.in_proj.{0,2}.*`, `R.out_proj.{0,2}.*` | `wsn_in.net.{0,2}.*`, `wsn_out.net.{0,2}.*` |
+| He | `R.memory_modules.S.weight` | `memories.S.weight` |
+| Ho | `R.in_proj.*`, `R.out_proj.*` | `wsn_in.proj.*`, `wsn_out.proj.*` |
+| Ho | `R.proj_encoder.layers.L.*`; `R.proj_decoder.layers.L.*` | `wsn_in.encoder...`; `wsn_out.decoder...` |
+| Ho | `R.proj_decoder.learned_queries.L.weight` | `wsn_out.queries.L` |
+| Ho | `R.proj_*.layers.L.abs_pos_embed.1.*` (the shared projection) | `pos_proj.*` |
+
+Copies of a shared module (DualAD's positional code in every layer) must agree; the import then checks
+that the mapped keys are exactly the network's trainable keys, with equal shapes.
+
+**Reading.** UniAD's and DualAD's checkpoints pickle EasyDict configs and numpy scalars beside the
+tensors, so `torch.load(weights_only=True)` refuses them. `read_official` unpickles with an allow-list:
+tensors and storages, plain containers, numpy scalars and arrays, and EasyDict read as a plain dict (the
+`easydict` package is not needed). Any other class in the file is refused without being run.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import pickle
+import re
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+from torch import Tensor
+
+from uad.builders import build_encoder, build_module, build_net, build_protocol
+from uad.encoders.weights import load_into
+from uad.methods.base import AnomalyNet
+from uad.module import AnomalyModule
+from uad.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+LAYOUTS = ("dinomaly", "uniad", "dualad")
+LAYOUT_METHODS = {"dinomaly": ("dinomaly",), "uniad": ("uniad",), "dualad": ("dualad_he", "dualad_ho")}
+ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone."}
+
+
+class OfficialCheckpointError(ValueError):
+    """An official checkpoint that cannot be read, recognised or mapped onto the network."""
+
+
+# -- safe reading -----------------------------------------------------------------------------------
+
+
+class _PlainDict(dict):
+    """What an EasyDict in the file becomes: its items, and its attributes kept as attributes."""
+
+
+_ALLOWED = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("easydict", "EasyDict"): _PlainDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+    ("builtins", "complex"): complex,
+}
+_ALLOWED_MODULES = {  # data-only constructors
+    "torch._utils": ("_rebuild_tensor_v2", "_rebuild_tensor", "_rebuild_parameter"),
+    "torch": (
+        "Size",
+        "device",
+        "float32",
+        "float64",
+        "float16",
+        "bfloat16",
+        "int64",
+        "int32",
+        "uint8",
+        "bool",
+    ),
+    "numpy.core.multiarray": ("scalar", "_reconstruct"),
+    "numpy._core.multiarray": ("scalar", "_reconstruct"),
+    "numpy": ("dtype", "ndarray"),
+    "copyreg": ("_reconstructor",),
+    "_codecs": ("encode",),  # bytes inside numpy scalars, pickled by protocol 2
+    "builtins": ("object",),
+}
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2 writes Python 2 names
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if name in _ALLOWED_MODULES.get(module, ()):
+            return super().find_class(module, name)
+        if module.startswith("numpy.dtypes") or (module == "torch" and name.endswith("Storage")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"the file pickles '{module}.{name}', which is not on the allow-list")
+
+
+class _AllowListPickle:
+    """A `pickle_module` for `torch.load` whose Unpickler only builds allow-listed classes."""
+
+    Unpickler = _AllowListUnpickler
+    load = pickle.load
+    __name__ = "uad.official allow-list pickle"
+
+
+def read_official(path: str | Path) -> dict[str, Any]:
+    """The dict pickled at `path`, built with the allow-list (no arbitrary code runs); raises
+    `pickle.UnpicklingError` for a file that pickles anything else."""
+    obj = torch.load(Path(path), map_location="cpu", weights_only=False, pickle_module=_AllowListPickle)
+    if not isinstance(obj, dict):
+        raise OfficialCheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+# -- recognising a layout ---------------------------------------------------------------------------
+
+
+def flat_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
+    """The tensors of an official checkpoint: `state_dict` unwrapped, the DDP `module.` prefix dropped."""
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict):
+        return {}
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def recognise(state: dict[str, Tensor]) -> str | None:
+    """The official layout of `state` (one of LAYOUTS), or None."""
+    keys = set(state)
+
+    def has(prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in keys)
+
+    if has("encoder.blocks.") and has("bottleneck.0.") and has("decoder.0."):
+        return "dinomaly"
+    if has("backbone.") and has("reconstruction.transformer.encoder.layers."):
+        return "uniad"
+    if has("backbone.") and (has("reconstruction.memory_modules.") or has("reconstruction.proj_encoder.")):
+        return "dualad"
+    return None
+
+
+def describe_keys(state: dict[str, Any]) -> str:
+    """A short account of what a file holds, for the error message: its top-level key prefixes."""
+    prefixes = sorted({".".join(k.split(".")[:2]) for k in state})
+    return f"{len(state)} entries, prefixes {prefixes[:12]}{' ...' if len(prefixes) > 12 else ''}"
+
+
+def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[str, Tensor]]:
+    """(layout, flat state) of an official checkpoint, or one error naming the accepted layouts."""
+    state = flat_state(checkpoint)
+    layout = recognise(state)
+    if layout is None:
+        raise OfficialCheckpointError(
+            f"'{path}' matches no known checkpoint layout ({describe_keys(state or checkpoint)}). Accepted: "
+            "a uad last.ckpt; Dinomaly's model.pth (encoder.*, bottleneck.0.*, decoder.*); UniAD's or "
+            "DualAD's train_val.py checkpoint ({'state_dict': {[module.]backbone.*, "
+            "[module.]reconstruction.*}})"
+        )
+    return layout, state
+
+
+def encoder_state(layout: str, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The frozen encoder's weights in the file, under the backbone's own key names."""
+    prefix = ENCODER_PREFIX[layout]
+    return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+
+# -- mapping the trainable part ---------------------------------------------------------------------
+
+_T = r"^reconstruction\.transformer\."
+_FFN = [(r"\.linear1\.", ".ffn.net.0."), (r"\.linear2\.", ".ffn.net.3.")]
+_DUALAD_FFN = [(r"\.ffn\.fc1\.", ".ffn.net.0."), (r"\.ffn\.fc2\.", ".ffn.net.3.")]
+_DUALAD_ATTN = [(r"\.attn1\.", ".memory_attn."), (r"\.attn2\.", ".prev_attn.")]
+RULES: dict[str, list[tuple[str, str]]] = {
+    "dinomaly": [(r"^bottleneck\.0\.", "bottleneck."), (r"^decoder\.", "decoder.")],
+    "uniad": [
+        (
+            r"^reconstruction\.transformer\.encoder\.layers\.(\d+)\.self_attn\.",
+            r"transformer_encoder.layers.\1.attn.",
+        ),
+        (r"^reconstruction\.transformer\.encoder\.", "transformer_encoder."),
+        (r"^reconstruction\.transformer\.decoder\.layers\.(\d+)\.learned_embed\.weight$", r"queries.\1"),
+        (r"^reconstruction\.transformer\.decoder\.norm\.", "decoder_norm."),
+        (r"^reconstruction\.transformer\.decoder\.(.*)\.self_attn\.", r"transformer_decoder.\1.memory_attn."),
+        (
+            r"^reconstruction\.transformer\.decoder\.(.*)\.multihead_attn\.",
+            r"transformer_decoder.\1.prev_attn.",
+        ),
+        (r"^reconstruction\.transformer\.decoder\.", "transformer_decoder."),
+        (r"^reconstruction\.pos_embed\.(row|col)_embed\.weight$", r"pos_embed.\1_embed"),
+        (r"^reconstruction\.", ""),
+        *_FFN,
+    ],
+    "dualad_he": [
+        (r"^reconstruction\.in_proj\.", "wsn_in.net."),
+        (r"^reconstruction\.out_proj\.", "wsn_out.net."),
+        (r"^reconstruction\.memory_modules\.", "memories."),
+        (r"^reconstruction\.encoder\.", "ndn_encoder."),
+        (r"^reconstruction\.decoder\.", "ndn_decoder."),
+        *_DUALAD_FFN,
+        *_DUALAD_ATTN,
+    ],
+    "dualad_ho": [
+        (r"^reconstruction\.in_proj\.", "wsn_in.proj."),
+        (r"^reconstruction\.out_proj\.", "wsn_out.proj."),
+        (r"^reconstruction\.proj_encoder\.", "wsn_in.encoder."),
+        (r"^reconstruction\.proj_decoder\.learned_queries\.(\d+)\.weight$", r"wsn_out.queries.\1"),
+        (r"^reconstruction\.proj_decoder\.", "wsn_out.decoder."),
+        (r"^reconstruction\.encoder\.", "ndn_encoder."),
+        (r"^reconstruction\.decoder\.", "ndn_decoder."),
+        *_DUALAD_FFN,
+        *_DUALAD_ATTN,
+    ],
+}
+_SHARED = {  # official keys of one module that every layer holds a copy of -> our one key
+    "dualad_he": [
+        (
+            r"^reconstruction\.(encoder|decoder)\.layers\.\d+\.abs_pos_embed\.(row|col)_embed$",
+            r"pos_embed.\2_embed",
+        )
+    ],
+    "dualad_ho": [
+        (
+            r"^reconstruction\.(proj_)?(encoder|decoder)\.layers\.\d+\.abs_pos_embed\.(0\.)?(row|col)_embed$",
+            r"pos_embed.\4_embed",
+        ),
+        (
+            r"^reconstruction\.proj_(encoder|decoder)\.layers\.\d+\.abs_pos_embed\.1\.(weight|bias)$",
+            r"pos_proj.\2",
+        ),
+    ],
+}
+_IN_PROJ = re.compile(r"^(.*)\.in_proj_(weight|bias)$")  # nn.MultiheadAttention's packed Q/K/V
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def trainable_state(method: str, layout: str, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The official trainable tensors under our key names (see the module docstring's table)."""
+    if method not in LAYOUT_METHODS[layout]:
+        raise OfficialCheckpointError(
+            f"the checkpoint has the official {layout} layout, but method={method}; use method="
+            f"{' or method='.join(LAYOUT_METHODS[layout])}"
+        )
+    head = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX[layout])}
+    out: dict[str, Tensor] = {}
+    for key, value in head.items():
+        shared = next(((p, r) for p, r in _SHARED.get(method, []) if re.match(p, key)), None)
+        if shared is not None:
+            ours = re.sub(*shared, key)
+            if ours in out and not torch.equal(out[ours], value):
+                raise OfficialCheckpointError(f"'{key}' differs from the other copies of the shared '{ours}'")
+            out[ours] = value
+            continue
+        ours = _rename(key, RULES[method])
+        packed = _IN_PROJ.match(ours)
+        if packed:  # (3D, ...) -> q, k, v thirds
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[f"{packed.group(1)}.{name}.{packed.group(2)}"] = part
+        else:
+            out[ours] = value
+    return out
+
+
+def load_trainable(net: AnomalyNet, state: dict[str, Tensor], source: str) -> None:
+    """Load the mapped official tensors into `net`; every trainable key must be given, with its shape."""
+    own = net.trainable_state_dict()
+    missing, unused = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    bad = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unused or bad:
+        raise OfficialCheckpointError(
+            f"{source} does not fit this {type(net).__name__}: missing {missing[:5]}, unused {unused[:5]}, "
+            f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in bad[:3]]}; check "
+            "method=, backbone= and the input size (protocol=) against the official config"
+        )
+    net.load_state_dict({**net.state_dict(), **state}, strict=True)
+
+
+# -- building the network -----------------------------------------------------------------------------
+
+
+def load_official(path: str | Path, cfg: DictConfig) -> tuple[AnomalyModule, DictConfig]:
+    """Our network for `cfg` (method, backbone, protocol from the command line) with every weight, the
+    frozen encoder's included, from the official checkpoint at `path`; in eval mode."""
+    checkpoint = read_official(path)
+    layout, state = layout_of(checkpoint, path)
+    head = trainable_state(cfg.method.name, layout, state)
+    weights = encoder_state(layout, state)
+    source = f"{path} ({ENCODER_PREFIX[layout]}*)"
+    net = _net_with_encoder_weights(cfg, weights, source)
+    load_trainable(net, head, f"official {layout} checkpoint '{path}'")
+    log.info("official %s file '%s' -> %s (%d tensors)", layout, path, cfg.method.name, len(head))
+    return build_module(cfg, net).eval(), cfg
+
+
+def _net_with_encoder_weights(cfg: DictConfig, weights: dict[str, Tensor], source: str) -> AnomalyNet:
+    """The network with its encoder loaded from `weights`: directly where they carry the encoder's own
+    key names (torchvision ResNets; the official DualAD backbone lacks the unused `fc`), otherwise through
+    the `backbone.weights=` route (lukemelas EfficientNet, the DINOv2 layout) from a temporary file."""
+    build_cfg = cfg.copy()
+    with open_dict(build_cfg):
+        build_cfg.backbone.pretrained, build_cfg.backbone.weights = False, None
+    net = build_net(build_cfg, build_encoder(build_cfg, build_protocol(build_cfg)))
+    if not set(net.encoder.net.state_dict()) <= set(weights):
+        with tempfile.TemporaryDirectory() as tmp:
+            file = Path(tmp) / "encoder.pth"
+            torch.save(weights, file)
+            with open_dict(build_cfg):
+                build_cfg.backbone.weights = str(file)
+            net = build_net(build_cfg, build_encoder(build_cfg, build_protocol(build_cfg)))
+    else:
+        load_into(net.encoder.net, weights, source)
+    net.encoder.weights_source = source
+    return net

@@ -1,0 +1,249 @@
+"""Make a parity fixture: run the official model class of one method on the CPU and record numbers only.
+
+    python tests/parity/make_fixtures.py --method dinomaly --official /path/to/Dinomaly-checkout
+    python tests/parity/make_fixtures.py --method uniad --official /path/to/UniAD-checkout
+    python tests/parity/make_fixtures.py --method dualad_he --official /path/to/DualAD-checkout
+
+The checkout must be at the commit named in `OFFICIAL` (../shared/reference/methods.md), with its
+`.cuda()` calls in the reconstruction models replaced by `.cpu()` (UniAD: `models/reconstructions/uniad.py`
+lines 56 and 172; DualAD: `models/reconstructions/dualad.py` line 141); it needs `easydict` and `einops`
+on PYTHONPATH. Nothing of the official code is copied here or committed: it is imported from `--official`.
+
+The official model is filled by the rule in `tests/parity/seeded.py` (key order and shapes alone), the
+input is a real image through the official transform, and the fixture (tests/fixtures/parity/<method>.json)
+records the key names with shapes, the transformed input, the official map, image score, loss and two
+gradient norms, as sums and samples at fixed positions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.parity.seeded import seeded_state  # noqa: E402
+
+REALDATA = ROOT.parent / "shared" / "realdata"
+IMAGE = "bottle/test/broken_large/000.png"
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+OFFICIAL = {
+    "dinomaly": ("guojiajeremy/Dinomaly", "c5c76d01a2bd7212f1c4b7dfdad14902d0f48cfe"),
+    "uniad": ("zhiyuanyou/UniAD", "a5b9d9d20c2aae680fa00fe5088616b611e05f3c"),
+    "dualad_he": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
+}
+SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
+
+
+def summary(tensor: torch.Tensor) -> dict:
+    """Shape, sum, sum of squares and SAMPLES values at fixed flat positions of `tensor`."""
+    flat = tensor.detach().double().flatten()
+    positions = torch.linspace(0, flat.numel() - 1, SAMPLES).long()
+    return {
+        "shape": list(tensor.shape),
+        "sum": flat.sum().item(),
+        "sum_sq": flat.pow(2).sum().item(),
+        "positions": positions.tolist(),
+        "values": flat[positions].tolist(),
+    }
+
+
+def fill(model: torch.nn.Module, prefix: str = "") -> dict:
+    """Load the seeded state into `model`; returns what the fixture records to rebuild it: the key -> shape
+    table (in the model's order, with the checkpoint's key `prefix`) and the aliases, keys of one shared
+    tensor (the last one loaded wins)."""
+    state = model.state_dict()
+    shapes = {k: list(v.shape) for k, v in state.items()}
+    model.load_state_dict(seeded_state(shapes))
+    groups: dict[int, list[str]] = {}
+    for key, tensor in state.items():
+        groups.setdefault(tensor.data_ptr(), []).append(key)
+    aliases = {
+        prefix + keys[-1]: [prefix + k for k in keys[:-1]] for keys in groups.values() if len(keys) > 1
+    }
+    return {"shapes": {prefix + k: v for k, v in shapes.items()}, "aliases": aliases}
+
+
+def grad_norms(loss: torch.Tensor, model: torch.nn.Module, keys: list[str]) -> dict[str, float]:
+    loss.backward()
+    params = dict(model.named_parameters())
+    return {k: params[k].grad.norm().item() for k in keys}
+
+
+def dinomaly(official: Path) -> dict:
+    """ViTill on DINOv2-reg ViT-S/14 as in dinomaly_mvtec_uni.py, input 448 -> crop 392."""
+    from dataset import get_data_transforms
+    from dinov2.models import vision_transformer as dinov2
+    from models.uad import ViTill
+    from models.vision_transformer import Block, LinearAttention2, bMlp
+    from utils import cal_anomaly_maps, get_gaussian_kernel, global_cosine_hm_percent
+
+    encoder = dinov2.vit_small(
+        patch_size=14,
+        img_size=518,
+        block_chunks=0,
+        init_values=1e-8,
+        num_register_tokens=4,
+        interpolate_antialias=False,
+        interpolate_offset=0.1,
+    )
+    bottleneck = torch.nn.ModuleList([bMlp(384, 384 * 4, 384, drop=0.2)])
+    norm = partial(torch.nn.LayerNorm, eps=1e-8)
+    decoder = torch.nn.ModuleList(
+        Block(dim=384, num_heads=6, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm, attn=LinearAttention2)
+        for _ in range(8)
+    )
+    groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    model = ViTill(encoder, bottleneck, decoder, [2, 3, 4, 5, 6, 7, 8, 9], groups, groups, 0)
+    rebuild = fill(model)
+    model.eval()
+    transform, _ = get_data_transforms(448, 392)
+    image = transform(Image.open(REALDATA / IMAGE).convert("RGB"))[None]  # (1, 3, 392, 392)
+    en, de = model(image)
+    with torch.no_grad():
+        raw, _ = cal_anomaly_maps(en, de, image.shape[-1])  # (1, 1, 392, 392)
+        smoothed = get_gaussian_kernel(kernel_size=5, sigma=4)(
+            F.interpolate(raw, size=256, mode="bilinear", align_corners=False)
+        )
+        flat = smoothed.flatten(1)
+        score = torch.sort(flat, dim=1, descending=True)[0][:, : int(flat.shape[1] * 0.01)].mean()
+    loss = global_cosine_hm_percent(en, de, p=0.9, factor=0.1)
+    grads = grad_norms(loss, model, ["bottleneck.0.fc1.weight", "decoder.0.attn.qkv.weight"])
+    return {
+        "config": {"method": "dinomaly", "backbone": "dinov2_vits14_reg", "protocol": "dinomaly"},
+        **rebuild,
+        "input": summary(image),
+        "outputs": {
+            "raw_map": summary(raw),
+            "eval_map": summary(smoothed),
+            "image_score": score.item(),
+            "loss_step_1000": loss.item(),
+            "grad_norms": grads,
+        },
+    }
+
+
+def _helper_model(config_path: Path):
+    """The official ModelHelper built from the MVTec config with `pretrained: False`."""
+    import yaml
+    from easydict import EasyDict
+    from models.model_helper import ModelHelper
+    from utils.misc_helper import update_config
+
+    config = EasyDict(yaml.safe_load(config_path.read_text()))
+    config.net[0].kwargs.pretrained = False
+    config = update_config(config)
+    model = ModelHelper(config.net)
+    model.device = torch.device("cpu")
+    return model
+
+
+def _cv2_input(resize: str) -> torch.Tensor:
+    """UniAD: cv2 read, RGB, PIL Resize((224, 224)) bilinear; DualAD: cv2.resize to (224, 224)."""
+    import cv2
+    import torchvision.transforms as T
+
+    rgb = cv2.cvtColor(cv2.imread(str(REALDATA / IMAGE), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    if resize == "pil":
+        image = T.Resize([224, 224], T.InterpolationMode.BILINEAR)(Image.fromarray(rgb, "RGB"))
+    else:
+        image = Image.fromarray(cv2.resize(rgb, (224, 224)), "RGB")
+    return T.Normalize(MEAN, STD)(T.ToTensor()(image))[None]  # (1, 3, 224, 224)
+
+
+def _max_avgpool(pred: torch.Tensor) -> float:
+    return F.avg_pool2d(pred, (16, 16), stride=1).flatten(1).max(dim=1)[0].item()
+
+
+def uniad(official: Path) -> dict:
+    """UniAD with its MVTec config: EfficientNet-B4 (lukemelas) blocks 1/5/9/21, MFCN, 4+4 layers, 224."""
+    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
+    model.reconstruction.save_recon = None
+    rebuild = fill(model, prefix="module.")  # the DDP prefix UniAD's train_val.py saves
+    model.eval()
+    image = _cv2_input("pil")
+    out = model({"image": image})
+    loss = F.mse_loss(out["feature_rec"], out["feature_align"])
+    grads = grad_norms(loss, model, ["reconstruction.input_proj.weight", "reconstruction.output_proj.weight"])
+    return {
+        "config": {"method": "uniad", "backbone": "effb4", "protocol": "uniad"},
+        **rebuild,
+        "input": summary(image),
+        "outputs": {
+            "aligned": summary(out["feature_align"]),
+            "reconstruction": summary(out["feature_rec"]),
+            "eval_map": summary(out["pred"]),
+            "image_score": _max_avgpool(out["pred"].detach()),
+            "loss": loss.item(),
+            "grad_norms": {k.replace("reconstruction.", ""): v for k, v in grads.items()},
+        },
+        # the official features in full, so the reconstruction is tested apart from the backbone
+        "arrays": {"aligned": out["feature_align"].detach()[0].numpy()},
+    }
+
+
+def dualad_he(official: Path) -> dict:
+    """DualAD-He with its MVTec config: WideResNet-50 layer1-3, MFAA, MLP WSN + memories, NDN 4+4, 224."""
+    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
+    rebuild = fill(model)  # DualAD saves without the DDP prefix
+    model.eval()
+    image = _cv2_input("cv2")
+    out = model({"image": image})
+    levels = out["outplanes"]
+    loss = sum(
+        F.mse_loss(r, a)
+        for r, a in zip(out["feature_rec"].split(levels, 1), out["feature_align"].split(levels, 1))
+    )
+    grads = grad_norms(loss, model, ["reconstruction.in_proj.0.weight", "reconstruction.out_proj.2.weight"])
+    return {
+        "config": {"method": "dualad_he", "backbone": "wres50", "protocol": "dualad_he"},
+        **rebuild,
+        "input": summary(image),
+        "outputs": {
+            "aligned": summary(out["feature_align"]),
+            "reconstruction": summary(out["feature_rec"]),
+            "eval_map": summary(out["pred_pixel"]),
+            "image_score": out["pred_image"].item(),
+            "loss": loss.item(),
+            "grad_norms": grads,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
+    parser.add_argument("--official", type=Path, required=True, help="checkout of the official repository")
+    parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "parity")
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.official.resolve()))
+    torch.manual_seed(0)
+    np.random.seed(0)
+    record = globals()[args.method](args.official.resolve())
+    repo, commit = OFFICIAL[args.method]
+    record = {
+        "method": args.method,
+        "official": {"repo": repo, "commit": commit, "command": " ".join(["python", *sys.argv])},
+        "image": IMAGE,
+        **record,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, array in record.pop("arrays", {}).items():
+        np.save(args.out / f"{args.method}_{name}.npy", array.astype(np.float32))
+    path = args.out / f"{args.method}.json"
+    path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
+    print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, image score {record['outputs']['image_score']:.6g}")
+    assert math.isfinite(record["outputs"]["image_score"])
+
+
+if __name__ == "__main__":
+    main()
