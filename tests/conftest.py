@@ -39,7 +39,7 @@ def compose_config(
 
 
 # Small synthetic data and a one-epoch CPU schedule: a full train + evaluate in seconds. The method is the
-# cheap FeatRec baseline (the default DualAD-He needs a grid larger than 64 px gives); a test of a paper
+# cheap FeatRec baseline (DualAD and UniAD need a grid larger than 64 px gives); a test of a paper
 # method names it after these overrides, and the last value wins.
 TINY = [
     "method=featrec",
