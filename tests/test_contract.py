@@ -1,6 +1,7 @@
 """The contract every method's network keeps, checked for every method config on a CNN and a ViT: the map
-has the input's size, the loss is finite and trains only the trainable part, and a checkpoint (trainable
-state only) rebuilt onto a fresh network gives the same outputs."""
+has the input's size, the loss is finite and trains only the trainable part (a memory-bank method has no
+loss: its training step only remembers, and the bank it builds is its trained state), and a checkpoint
+(trainable state only) rebuilt onto a fresh network gives the same outputs."""
 
 from __future__ import annotations
 
@@ -42,15 +43,20 @@ def test_network_contract(method, backbone, tmp_path):
     module = _module(method, backbone, net_seed=1)
     size = module.net.encoder.input_size
     images = torch.randn(2, 3, size, size)
+    batch = {"image": images, "class_id": torch.zeros(2, dtype=torch.long)}
 
     module.train()
-    optimizer = module.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    loss = module.training_step({"image": images}, 0)
-    assert loss.ndim == 0 and torch.isfinite(loss)
-    loss.backward()
+    if module.fits_memory:
+        assert module.configure_optimizers() is None and module.training_step(batch, 0) is None
+        module.net.build_memory()  # what the module's epoch end does
+    else:
+        optimizer = module.configure_optimizers()
+        optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+        loss = module.training_step(batch, 0)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()  # the saved state is a trained one, not the initialisation
     assert all(p.grad is None for p in module.net.encoder.parameters())
-    optimizer.step()  # the saved state is a trained one, not the initialisation
 
     module.eval()
     with torch.no_grad():
@@ -63,8 +69,12 @@ def test_network_contract(method, backbone, tmp_path):
     assert checkpoint["uad"]["config"]["method"]["name"] == method
     torch.save(checkpoint, tmp_path / "net.ckpt")
     fresh = _module(method, backbone, net_seed=2).eval()
-    with torch.no_grad():
-        assert not torch.allclose(fresh.net(images).anomaly_map, output.anomaly_map)
+    if fresh.fits_memory:
+        with pytest.raises(RuntimeError, match="no memory bank"):
+            fresh.net(images)
+    else:
+        with torch.no_grad():
+            assert not torch.allclose(fresh.net(images).anomaly_map, output.anomaly_map)
     loaded = torch.load(tmp_path / "net.ckpt", weights_only=False)
     fresh.on_load_checkpoint(loaded)
     fresh.load_state_dict(loaded["state_dict"], strict=False)

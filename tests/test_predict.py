@@ -226,6 +226,34 @@ def test_predict_scores_test_images_as_evaluation_and_the_onnx_graph_as_predict(
 
 
 @pytest.mark.slow
+def test_a_per_class_memory_bank_predicts_as_it_evaluated(tmp_path, data_dir):
+    """PatchCore (the default) searches the bank of the image's class: a test image copied into a folder named
+    after its class scores as in the evaluation; the same image of no known class searches every bank (its
+    distance can only be smaller or equal)."""
+    overrides = [*TINY, "method=patchcore", *WITH_CHECKPOINT]
+    pipeline.run(compose_config(overrides, output_dir=tmp_path / "run", data_dir=data_dir))
+    evaluated = {r["path"]: float(r["score"]) for r in _rows(tmp_path / "run" / "predictions.csv")}
+    picked = {p: Path(p).parts[-4] for p in evaluated}  # <root>/<class>/test/<defect>/<id>.png
+    sources = list(picked)[:: max(1, len(picked) // 6)]
+    for i, source in enumerate(sources):
+        for folder in (picked[source], "elsewhere"):
+            (tmp_path / "new" / folder).mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, tmp_path / "new" / folder / f"{i}{Path(source).suffix}")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    predict = ["mode=predict", f"ckpt_path={ckpt}", f"predict.input={tmp_path / 'new'}"]
+    pipeline.run(compose_config([*overrides, *predict], output_dir=tmp_path / "pred", data_dir=data_dir))
+    rows = {
+        (Path(r["path"]).parent.name, Path(r["path"]).stem): r
+        for r in _rows(tmp_path / "pred" / "predictions.csv")
+    }
+    for i, source in enumerate(sources):
+        known, unknown = rows[(picked[source], str(i))], rows[("elsewhere", str(i))]
+        assert known["class"] == picked[source] and unknown["class"] == "unknown"
+        assert _close(float(known["score"]), evaluated[source]), source
+        assert float(unknown["score"]) <= float(known["score"]) + 1e-6
+
+
+@pytest.mark.slow
 def test_without_held_back_images_there_are_no_thresholds_until_predict_gives_one(tmp_path, data_dir):
     cfg = compose_config(
         [*TINY, *WITH_CHECKPOINT, "dataset.val_fraction=0"], output_dir=tmp_path / "run", data_dir=data_dir

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from uad.builders import build_encoder, build_net, build_protocol
+from uad.methods.base import MemoryBankNet
 from uad.nn import attention as _attention  # noqa: F401  registers the CPU SDPA FLOP formula
 from uad.utils.io import write_json
 
@@ -24,6 +25,9 @@ def describe(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     with FlopCounterMode(display=False) as counter:
         features = net.extract(images)
     encoder_flops = counter.get_total_flops()
+    if isinstance(net, MemoryBankNet):  # a bank of this one image's patches, so that the map can be shown
+        net.remember(features, torch.zeros(1, dtype=torch.long))
+        net.build_memory()
     with FlopCounterMode(display=False) as counter:
         output = net.reconstruct(features, tuple(images.shape[-2:]))
     trainable_flops = counter.get_total_flops()

@@ -36,11 +36,14 @@ class Scorer(nn.Module):
             "std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1), persistent=False
         )
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, 3, S, S) images -> evaluation maps (N, h, w) float32 and image scores (N,)."""
+    def forward(self, images: Tensor, class_id: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(N, 3, S, S) images -> evaluation maps (N, h, w) float32 and image scores (N,). `class_id` (N,)
+        reaches a network that keeps one bank per class (-1: unknown), as in the test step."""
         if self.raw_input:
             images = (images - self.mean) / self.std  # the same arithmetic as InputTransform.finish
-        anomaly_map = self.net(images).anomaly_map.float()  # (N, 1, S, S), as AnomalyModule.test_step
+        anomaly_map = self.net(
+            images, class_id
+        ).anomaly_map.float()  # (N, 1, S, S), as AnomalyModule.test_step
         maps = self.protocol.maps_for_eval(anomaly_map)  # (N, h, w)
         return maps, self.protocol.image_scores(maps)
 
@@ -54,7 +57,7 @@ def score_loader(
     device = next(scorer.net.parameters()).device
     out: dict[str, list] = {"class_name": [], "label": [], "score": [], "map_max": [], "map": [], "mask": []}
     for batch in batches:
-        maps, scores = scorer(batch["image"].to(device))
+        maps, scores = scorer(batch["image"].to(device), torch.as_tensor(batch["class_id"]).to(device))
         out["class_name"] += list(batch["class_name"])
         out["label"].append(torch.as_tensor(batch["label"]))
         out["score"].append(scores.cpu())

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from uad.data.batch import Batch
-from uad.methods.base import AnomalyNet
+from uad.methods.base import AnomalyNet, MemoryBankNet
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
@@ -26,6 +27,10 @@ class AnomalyModule(LightningModule):
     Checkpoints carry only the trainable state (`net.*` minus the frozen encoder, which is rebuilt from its
     weights source) plus `checkpoint["uad"]`: the format tag, the run's resolved config (so a checkpoint
     alone can rebuild its network) and whatever `extra` holds (e.g. calibrated thresholds).
+
+    A `MemoryBankNet` is fitted instead of trained: each training step only hands the batch's features and
+    class ids to `net.remember`; at the end of the first epoch `net.build_memory()` builds the bank and the
+    trainer stops (so `trainer.max_epochs` does not matter). No optimiser is configured or stepped.
     """
 
     def __init__(
@@ -44,12 +49,18 @@ class AnomalyModule(LightningModule):
         self.config = config
         self.extra: dict[str, Any] = {}
         self.strict_loading = False  # checkpoints carry only the trainable state
+        self.fits_memory = isinstance(net, MemoryBankNet)
+        self.automatic_optimization = not self.fits_memory
 
-    def forward(self, images: Tensor):
-        return self.net(images)
+    def forward(self, images: Tensor, class_id: Tensor | None = None):
+        return self.net(images, class_id)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        losses = self.net.loss(self.net(batch["image"]), self.global_step)
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        if self.fits_memory:
+            with torch.no_grad():
+                self.net.remember(self.net.extract(batch["image"]), batch["class_id"])
+            return None
+        losses = self.net.loss(self.net(batch["image"], batch.get("class_id")), self.global_step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
         batch_size = batch["image"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
@@ -60,12 +71,23 @@ class AnomalyModule(LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Per-image anomaly maps at input resolution; the Evaluator callback turns them into metrics."""
-        return {"anomaly_map": self.net(batch["image"]).anomaly_map.float()}
+        return {"anomaly_map": self.net(batch["image"], batch.get("class_id")).anomaly_map.float()}
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.test_step(batch, batch_idx)
 
+    def on_train_epoch_end(self) -> None:
+        if not self.fits_memory:
+            return
+        self.net.build_memory()
+        self.trainer.should_stop = True
+        # the fit counts as the run's one step, so that the checkpoint callback (which skips a run that took
+        # no step) saves the bank
+        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
+
     def configure_optimizers(self):
+        if self.fits_memory:
+            return None
         if self.optimizer_factory is None:
             raise ValueError("no optimizer configured: set method.optimizer in the config")
         optimizer = self.optimizer_factory(self.net.trainable_parameters())

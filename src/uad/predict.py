@@ -31,6 +31,7 @@ from uad.data.dataset import decode_image, pil_to_rgb
 from uad.data.samples import IMAGE_SUFFIXES, DatasetLayoutError
 from uad.data.transforms import InputTransform
 from uad.inference import Scorer
+from uad.methods.base import UNKNOWN_CLASS
 from uad.thresholds import normalized_score
 from uad.utils.io import atomic_write, write_text
 from uad.utils.logging import get_logger
@@ -131,7 +132,9 @@ class Model:
         self, images: Tensor, class_names: Sequence[str], paths: Sequence[str] | None = None
     ) -> list[Prediction]:
         """(N, 3, S, S) transformed images -> one `Prediction` each."""
-        maps, scores = self.scorer(images.to(self.device))  # (N, h, w), (N,)
+        ids = [self.classes.index(n) if n in self.classes else UNKNOWN_CLASS for n in class_names]
+        class_id = torch.tensor(ids, device=self.device)  # the banks a per-class network searches
+        maps, scores = self.scorer(images.to(self.device), class_id)  # (N, h, w), (N,)
         out = []
         for i, name in enumerate(class_names):
             score = float(scores[i])

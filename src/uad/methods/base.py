@@ -10,6 +10,12 @@ at the frozen/trainable boundary:
   ending in the anomaly map at `size`.
 
 `forward(images)` chains the two; `loss(output, step)` is the method's objective.
+
+A memory-bank method (PatchCore) is trained by remembering, not by gradients: it subclasses `MemoryBankNet`,
+whose `remember(features, class_id)` stores one batch of training features and `build_memory()` turns them
+into the bank at the end of the one training epoch (the `AnomalyModule` then stops the trainer and takes no
+optimiser step). A network that keeps one bank per class sets `uses_class_id`: `forward(images, class_id)`
+then hands the batch's class ids (B,) to `reconstruct` as `features["class_id"]`.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import Tensor, nn
 
 from uad.encoders import Encoder, EncoderSpec
 
+UNKNOWN_CLASS = -1  # the class id of an image outside the trained classes (a per-class net searches all)
 Features = dict[str, Tensor]  # what the trainable part consumes, by name; all tensors batch-first
 
 
@@ -43,6 +50,8 @@ class AnomalyNet(nn.Module):
     Subclasses implement `extract`, `reconstruct` and `loss`; optionally the classmethod `default_taps`.
     The encoder has no trainable parameters and stays in eval mode (`Encoder.train` ignores the flag).
     """
+
+    uses_class_id: bool = False  # True: `reconstruct` reads features["class_id"] (B,), or None when unknown
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
@@ -68,9 +77,12 @@ class AnomalyNet(nn.Module):
 
     # -- shared behaviour -------------------------------------------------------------------------
 
-    def forward(self, images: Tensor) -> NetOutput:
+    def forward(self, images: Tensor, class_id: Tensor | None = None) -> NetOutput:
+        """The map of `images`; `class_id` (B,) reaches `reconstruct` only in a net that `uses_class_id`."""
         with torch.no_grad():
             features = self.extract(images)
+        if self.uses_class_id:
+            features = {**features, "class_id": class_id}
         return self.reconstruct(features, tuple(images.shape[-2:]))
 
     def trainable_modules(self) -> dict[str, nn.Module]:
@@ -94,3 +106,20 @@ class AnomalyNet(nn.Module):
             "frozen_params": sum(p.numel() for p in self.parameters() if not p.requires_grad),
             "per_module": {k: v for k, v in per_module.items() if v},
         }
+
+
+class MemoryBankNet(AnomalyNet):
+    """A network fitted in one pass without gradients: the module feeds every training batch to
+    `remember`, calls `build_memory` at the end of the epoch, then stops. Its bank is part of its state
+    (buffers), so checkpoints carry it like trained weights. It has no loss to optimise."""
+
+    def remember(self, features: Features, class_id: Tensor) -> None:
+        """Keep one batch of training `features` (from `extract`) with its class ids (B,)."""
+        raise NotImplementedError
+
+    def build_memory(self) -> None:
+        """Turn everything remembered since the last call into the bank (and forget the raw features)."""
+        raise NotImplementedError
+
+    def loss(self, output: NetOutput, step: int = 0) -> Tensor:
+        raise TypeError(f"{type(self).__name__} is fitted by remembering features; it has no loss")

@@ -1,0 +1,131 @@
+"""PatchCore against brute force written from the paper's definitions: 3x3 neighbourhood aggregation,
+greedy k-center coreset, nearest-neighbour distance to the image's own class bank; and the one-pass fit
+through the Lightning module and the pipeline (bank in the checkpoint, no optimiser)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import compose_config
+from uad import builders, pipeline
+from uad.checkpoint import load_module
+from uad.methods.patchcore import PatchCore, greedy_coreset, nearest_distance, patch_features
+
+
+def _naive_coreset(points: torch.Tensor, count: int, start: int) -> list[int]:
+    """k-center greedy, one Python loop per pick and per point."""
+    chosen = [start]
+    while len(chosen) < count:
+        gaps = [min(float(torch.dist(p, points[c])) for c in chosen) for p in points]
+        chosen.append(max(range(len(points)), key=lambda i: gaps[i]))
+    return chosen
+
+
+def _naive_nearest(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """Every query against every bank row by explicit differences (cdist's matmul form differs by ~1e-5)."""
+    return (queries[:, None] - bank[None]).pow(2).sum(-1).sqrt().amin(1)
+
+
+def test_patch_features_average_each_3x3_neighbourhood_then_align_the_levels():
+    torch.manual_seed(0)
+    fine, coarse = torch.randn(1, 2, 6, 6), torch.randn(1, 3, 3, 3)
+    out = patch_features([fine, coarse])
+    assert out.shape == (1, 5, 6, 6)
+    # an inner position: the plain mean of its 3x3 window; a corner: the mean of the 2x2 that exists
+    torch.testing.assert_close(out[0, :2, 2, 3], fine[0, :, 1:4, 2:5].mean((1, 2)))
+    torch.testing.assert_close(out[0, :2, 0, 0], fine[0, :, 0:2, 0:2].mean((1, 2)))
+    coarse_avg = torch.stack(
+        [
+            coarse[0, :, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2].mean((1, 2))
+            for i in range(3)
+            for j in range(3)
+        ],
+        1,
+    ).view(1, 3, 3, 3)
+    torch.testing.assert_close(out[:, 2:], F.interpolate(coarse_avg, size=(6, 6), mode="bilinear"))
+    pooled = patch_features([fine, coarse], feature_dim=1)  # channel average pooling to one value
+    torch.testing.assert_close(pooled[:, 0], out.mean(1))
+
+
+def test_greedy_coreset_equals_the_naive_k_center_greedy():
+    torch.manual_seed(0)
+    points = torch.randn(60, 5)
+    chosen = greedy_coreset(points, 12, projection_dim=None, seed=3)
+    assert chosen.tolist() == _naive_coreset(points, 12, int(chosen[0]))
+    projected = greedy_coreset(torch.randn(200, 64), 20, projection_dim=8)
+    assert len(projected.unique()) == 20
+    assert greedy_coreset(points, 100).tolist() == list(range(60))  # a ratio of 1 keeps every feature
+
+
+def test_nearest_distance_equals_brute_force():
+    torch.manual_seed(0)
+    queries, bank = torch.randn(30, 7), torch.randn(40, 7)
+    naive = torch.tensor([min(float(torch.dist(q, m)) for m in bank) for q in queries])
+    torch.testing.assert_close(nearest_distance(queries, bank), naive)
+
+
+def _net(**kwargs) -> PatchCore:
+    cfg = compose_config(["method=patchcore", "backbone.pretrained=false", "protocol.image_size=64"])
+    torch.manual_seed(0)
+    encoder = builders.build_encoder(cfg, builders.build_protocol(cfg))
+    return PatchCore(encoder, **kwargs).eval()
+
+
+def test_each_image_is_scored_against_its_own_class_bank():
+    net = _net(coreset_ratio=1.0, blur_sigma=0.0)
+    torch.manual_seed(1)
+    train, class_id = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        net.remember(net.extract(train[:2]), class_id[:2])
+        net.remember(net.extract(train[2:]), class_id[2:])
+        net.build_memory()
+        patches = net.extract(train)["patches"].permute(0, 2, 3, 1)  # (4, h, w, D)
+        test = torch.randn(2, 3, 64, 64)
+        output = net(test, torch.tensor([1, 0]))
+        unknown = net(test)
+    queries = net.extract(test)["patches"].permute(0, 2, 3, 1).flatten(1, 2)  # (2, h*w, D)
+    banks = {c: patches[class_id == c].flatten(0, 2) for c in (0, 1)}
+    h, w = output["patch_map"].shape[-2:]
+    torch.testing.assert_close(
+        output["patch_map"].flatten(1),
+        torch.stack([_naive_nearest(queries[0], banks[1]), _naive_nearest(queries[1], banks[0])])
+        .view(2, 1, h, w)
+        .flatten(1),
+        rtol=1e-5,
+        atol=1e-4,
+    )
+    everything = torch.cat([banks[0], banks[1]])
+    torch.testing.assert_close(
+        unknown["patch_map"][0, 0].flatten(), _naive_nearest(queries[0], everything), rtol=1e-5, atol=1e-4
+    )
+    assert output.anomaly_map.shape == (2, 1, 64, 64)
+
+
+def test_the_map_is_the_upsampled_patch_map_blurred_with_sigma_4():
+    net = _net(coreset_ratio=0.5)
+    with torch.no_grad():
+        net.remember(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
+        net.build_memory()
+        output = net(torch.randn(1, 3, 64, 64), torch.tensor([0]))
+    assert len(net.bank) == round(0.5 * 2 * output["patch_map"][0, 0].numel())
+    upsampled = F.interpolate(output["patch_map"], size=(64, 64), mode="bilinear")
+    ax = torch.arange(33.0) - 16
+    g = torch.exp(-(ax**2) / 32)
+    kernel = torch.outer(g, g) / torch.outer(g, g).sum()  # sigma 4, radius 16: 33 x 33
+    expected = F.conv2d(F.pad(upsampled, (16,) * 4, mode="reflect"), kernel[None, None])
+    torch.testing.assert_close(output.anomaly_map, expected)
+
+
+@pytest.mark.slow
+def test_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(tiny_cfg):
+    cfg = tiny_cfg("method=patchcore", "trainer.max_epochs=3", "callbacks=default", "callbacks.progress=null")
+    results = pipeline.run(cfg)
+    assert results["mean"]["I-AUROC"] is not None
+    checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    module, _ = load_module(checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0  # stopped after the one fitting epoch
+    assert module.net.bank_class.unique().tolist() == [0, 1, 2]  # weave, nut, pill
+    images = torch.randn(2, 3, 64, 64)
+    assert torch.isfinite(module.net(images, torch.tensor([0, 2])).anomaly_map).all()
