@@ -10,10 +10,14 @@ from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 from uad.data.datamodule import AnomalyDataModule
+from uad.data.feature_cache import FeatureCache
 from uad.encoders import Encoder, get_spec
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
 from uad.module import AnomalyModule
+from uad.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 CHECKPOINT_GROUPS = ("method", "backbone", "protocol", "dataset")  # what rebuilds a network and its inputs
 
@@ -66,6 +70,23 @@ def build_datamodule(
     if classes is not None:
         overrides["classes"] = classes
     return instantiate(cfg.dataset, **overrides, _convert_="all")
+
+
+def attach_feature_cache(
+    cfg: DictConfig, datamodule: AnomalyDataModule, module: AnomalyModule
+) -> FeatureCache | None:
+    """The `feature_cache` group (memory | disk | none), shared by the training loader and the module. An
+    augmentation in `dataset.augment` switches it off (the images, hence the features, change every epoch)."""
+    options = OmegaConf.to_container(cfg.get("feature_cache") or {}, resolve=True)
+    mode = options.pop("mode", None)
+    if not mode:
+        return None
+    if cfg.dataset.get("augment"):
+        log.info("feature cache off: dataset.augment changes the training images every epoch")
+        return None
+    cache = FeatureCache(mode, **options)
+    datamodule.feature_cache = module.feature_cache = cache
+    return cache
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:

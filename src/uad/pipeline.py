@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from uad.builders import (
+    attach_feature_cache,
     build_datamodule,
     build_encoder,
     build_module,
@@ -44,6 +45,7 @@ def fit_and_test(
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, protocol, classes)
     module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
+    cache = attach_feature_cache(cfg, datamodule, module)
     evaluator = Evaluator(protocol, output_dir, run_info(cfg), print_table=cfg.dataset.setting != "separate")
     throughput = Throughput()
     trainer = build_trainer(cfg, output_dir, [evaluator, throughput, RngState()])
@@ -52,6 +54,7 @@ def fit_and_test(
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
         results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
+        results["run"]["feature_cache"] = cache.summary if cache else None
         write_results(output_dir, results)
     return results
 

@@ -25,7 +25,7 @@ class Throughput(Callback):
         self._begin("train")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images["train"] += batch["image"].shape[0]
+        self._images["train"] += len(batch["index"])  # a feature-cached batch has no image
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._end("train")

@@ -4,15 +4,18 @@ of the normal images of all selected classes; evaluation per class)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from uad.data.dataset import AnomalyDataset
+from uad.data.feature_cache import CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
@@ -33,6 +36,25 @@ def default_num_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def build_augment(entries: Sequence[Mapping[str, Any]] | None) -> A.Compose | None:
+    """`dataset.augment`: a list of albumentations transform configs (`_target_` + arguments), applied in
+    order to the training images after the resize; None or empty: no augmentation (the papers' recipes)."""
+    if not entries:
+        return None
+    transforms = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, Mapping) or "_target_" not in entry:
+            raise ValueError(
+                f"dataset.augment[{i}] is {entry!r}: each entry needs a `_target_`, e.g. "
+                f"{{_target_: albumentations.HorizontalFlip, p: 0.5}}"
+            )
+        try:
+            transforms.append(instantiate(dict(entry)))
+        except Exception as err:
+            raise ValueError(f"dataset.augment[{i}] ({entry['_target_']}) cannot be built: {err}") from err
+    return A.Compose(transforms)
+
+
 class AnomalyDataModule(LightningDataModule):
     """Train on the good images of all `classes` at once; test on every test image, per class.
 
@@ -43,6 +65,7 @@ class AnomalyDataModule(LightningDataModule):
     image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, label_rule: the
     protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each paper's steps).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
+    augment: albumentations transform configs for the training images (`build_augment`); null = none.
     num_workers: loader processes; None = `default_num_workers()`.
     """
 
@@ -66,6 +89,7 @@ class AnomalyDataModule(LightningDataModule):
         mask_threshold: float = 0.5,
         label_rule: str = "folder",
         cache: bool = False,
+        augment: Sequence[Mapping[str, Any]] | None = None,
         synthetic: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
@@ -87,6 +111,8 @@ class AnomalyDataModule(LightningDataModule):
             image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold
         )
         self.label_rule = label_rule
+        self.augment = list(augment or [])
+        self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
         self.synthetic_spec = SyntheticSpec(**(synthetic or {}))
         self.class_names: list[str] = []
         self.train_set: AnomalyDataset | None = None
@@ -128,7 +154,9 @@ class AnomalyDataModule(LightningDataModule):
         check_counts(self.name, found, self.strict)
         train = [s for c in self.class_names for s in found[c].train]
         test = [s for c in self.class_names for s in found[c].test]
-        self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.label_rule)
+        self.train_set = AnomalyDataset(
+            train, self.transform, self.class_names, self.label_rule, build_augment(self.augment)
+        )
         self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.label_rule)
         log.info(
             "%s: %d classes, %d train / %d test images (%s setting)",
@@ -152,19 +180,21 @@ class AnomalyDataModule(LightningDataModule):
         self.train_set.fill_cache(threads)
         self.test_set.fill_cache(threads)
 
-    def _loader(self, dataset: AnomalyDataset, shuffle: bool, batch_size: int, drop_last: bool = False):
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int, persistent: bool = True):
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
+        if self.feature_cache is None:
+            return self._loader(self.train_set, True, self.batch_size)
+        # fresh workers each epoch, so that they see when the cache is full and stop decoding
+        return self._loader(CachedTrainSet(self.train_set, self.feature_cache), True, self.batch_size, False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False, self.eval_batch_size)
