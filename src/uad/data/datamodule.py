@@ -36,13 +36,17 @@ def default_num_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def build_augment(entries: Sequence[Mapping[str, Any]] | None) -> A.Compose | None:
-    """`dataset.augment`: a list of albumentations transform configs (`_target_` + arguments), applied in
-    order to the training images after the resize; None or empty: no augmentation (the papers' recipes)."""
+def build_augment(entries: Sequence[Mapping[str, Any] | A.BasicTransform] | None) -> A.Compose | None:
+    """`dataset.augment`: a list of albumentations transform configs (`_target_` + arguments; Hydra may have
+    built them already), applied in order to the training images after the resize; None or empty: no
+    augmentation (the papers' recipes)."""
     if not entries:
         return None
     transforms = []
     for i, entry in enumerate(entries):
+        if isinstance(entry, (A.BasicTransform, A.BaseCompose)):
+            transforms.append(entry)
+            continue
         if not isinstance(entry, Mapping) or "_target_" not in entry:
             raise ValueError(
                 f"dataset.augment[{i}] is {entry!r}: each entry needs a `_target_`, e.g. "
@@ -89,7 +93,7 @@ class AnomalyDataModule(LightningDataModule):
         mask_threshold: float = 0.5,
         label_rule: str = "folder",
         cache: bool = False,
-        augment: Sequence[Mapping[str, Any]] | None = None,
+        augment: Sequence[Mapping[str, Any] | A.BasicTransform] | None = None,
         synthetic: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
