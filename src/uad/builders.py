@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
@@ -27,22 +28,32 @@ def build_protocol(cfg: DictConfig) -> EvalProtocol:
 
 
 def build_encoder(cfg: DictConfig, protocol: EvalProtocol) -> Encoder:
+    """The frozen encoder; `backbone.channels_last=true` stores a CNN's weights channels-last (NHWC), the
+    layout of the tensor-core convolution kernels on a GPU, so its convolutions run in that layout."""
     backbone = cfg.backbone
     taps = backbone.get("taps")
     if taps is None:
         taps = get_class(cfg.method.model._target_).default_taps(get_spec(backbone.name))
-    return Encoder(
+    encoder = Encoder(
         backbone.name,
         pretrained=backbone.pretrained,
         weights=backbone.get("weights"),
         taps=taps,
         input_size=protocol.input_size,
     )
+    if backbone.get("channels_last", False):
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder
 
 
 def build_net(cfg: DictConfig, encoder: Encoder) -> AnomalyNet:
-    """The method's network (`method.model`) around `encoder`."""
-    return instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+    """The method's network (`method.model`) around `encoder`. `method.compile=true` compiles `extract` and
+    `reconstruct` with `torch.compile` (instance attributes: the state dict keeps its names)."""
+    net = instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+    if cfg.method.get("compile", False):
+        net.extract = torch.compile(net.extract)
+        net.reconstruct = torch.compile(net.reconstruct)
+    return net
 
 
 def build_module(cfg: DictConfig, net: AnomalyNet) -> AnomalyModule:

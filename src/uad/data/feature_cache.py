@@ -169,7 +169,8 @@ class FeatureCache:
                 mapped = torch.from_file(path, shared=True, size=numel, dtype=self.dtype)
                 self.tensors[name] = mapped.view(shape)
             else:
-                self.tensors[name] = torch.empty(shape, dtype=self.dtype)
+                pinned = torch.cuda.is_available()  # `load`'s non-blocking copies then overlap
+                self.tensors[name] = torch.empty(shape, dtype=self.dtype, pin_memory=pinned)
         self.filled = torch.zeros(self.size, dtype=torch.bool)
         log.info(
             "feature cache: %d images x %s, %.1f MiB (%s, %s)%s",
