@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from uad import builders  # noqa: E402
 from uad.data.feature_cache import FeatureCache  # noqa: E402
+from uad.module import AnomalyModule  # noqa: E402
 
 MVTEC_TRAIN_IMAGES = 3629
 RECIPES = {  # the paper recipes' configs, random weights (only the shapes matter)
@@ -80,8 +82,8 @@ def step_rows(batch: int = 4, repeats: int = 3) -> list[str]:
     torch.manual_seed(0)
     cfg, net, size = build(STEP_CONFIG)
     net.train()
-    module = builders.build_module(cfg, net)
-    optimizer = module.optimizer_factory(net.trainable_parameters())
+    module = AnomalyModule(net)  # its train_output is the training path under test
+    optimizer = instantiate(cfg.method.optimizer)(net.trainable_parameters())
     images, index = torch.randn(batch, 3, size, size), torch.arange(batch)
     cache = FeatureCache("memory")
     cache.bind(batch)
