@@ -1,6 +1,6 @@
 """Time and peak memory of all seven metrics for an MVTec-size evaluation (15 classes, 1,725 synthetic
 maps at 256 x 256 = 113 M pixels): uad.metrics (exact and binned; on the GPU too when there is one)
-against scikit-learn + the MVTec AD AUPRO algorithm (tests/mvtec_reference.py), side by side.
+against scikit-learn + a NumPy MVTec AD AUPRO (bench/reference_metrics.py), side by side.
 
 Each contender runs in its own subprocess, so its peak resident memory (ru_maxrss) is its own; the maps
 are generated inside it (same seeds) and the generation is not timed. The reference is timed on the
@@ -32,7 +32,7 @@ BINS = 1 << 16
 
 def class_data(c: int):
     """Class c's synthetic test set: Gaussian, heavy-tailed (Cauchy) or tied scores in turn."""
-    from tests.synthetic_maps import blob_data
+    from bench.synthetic_maps import blob_data
 
     return blob_data(100 + c, n=PER_CLASS, size=SIZE, heavy=c % 3 == 1, ties=c % 3 == 2)
 
@@ -85,11 +85,11 @@ def run_ours(device: str, bins: int | None) -> dict:
 
 def run_reference(classes: int) -> dict:
     """scikit-learn roc_auc_score, average_precision_score, precision_recall_curve (F1-max), image and
-    pixel level, and the MVTec AUPRO, per class; each timed separately."""
+    pixel level, and the NumPy MVTec AUPRO, per class; each timed separately."""
     import numpy as np
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from tests.mvtec_reference import aupro_reference, f1_max
+    from bench.reference_metrics import aupro_reference, f1_max
 
     parts = {"AUROC": 0.0, "AP": 0.0, "F1-max": 0.0, "AUPRO": 0.0}
     results, cpu = [], 0.0

@@ -38,25 +38,6 @@ def compose_config(
     return cfg
 
 
-# Small synthetic data and a one-epoch CPU schedule: a full train + evaluate in seconds. The method is the
-# cheap FeatRec baseline (the default DualAD-He needs a grid larger than 64 px gives); a test of a paper
-# method names it after these overrides, and the last value wins.
-TINY = [
-    "method=featrec",
-    "dataset.synthetic.image_size=96",
-    "dataset.synthetic.train_per_class=6",
-    "dataset.synthetic.test_good=2",
-    "dataset.synthetic.test_per_defect=1",
-    "dataset.num_workers=0",
-    "dataset.batch_size=4",
-    "protocol.image_size=64",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "callbacks=none",
-    "logger=none",
-]
-
-
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One data folder per test session, so the synthetic tree is generated once and reused."""
@@ -65,9 +46,11 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def tiny_cfg(tmp_path, data_dir):
-    """Factory: the tiny config with extra overrides, writing into this test's tmp folder."""
+    """Factory: the tiny config (conf/debug/tiny.yaml: FeatRec on small synthetic data, one CPU epoch) with
+    extra overrides, writing into this test's tmp folder. A test of a paper method names it (`method=uniad`);
+    command-line choices win over the debug config's."""
 
     def make(*overrides: str) -> DictConfig:
-        return compose_config([*TINY, *overrides], output_dir=tmp_path / "run", data_dir=data_dir)
+        return compose_config(["debug=tiny", *overrides], output_dir=tmp_path / "run", data_dir=data_dir)
 
     return make

@@ -7,11 +7,22 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose_config
 
-GROUPS = ["method", "backbone", "dataset", "protocol", "trainer", "logger", "callbacks", "experiment"]
+GROUPS = [
+    "method",
+    "backbone",
+    "dataset",
+    "protocol",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """The choices of a group; `_base.yaml` holds shared keys and is not one."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize(
@@ -23,7 +34,7 @@ def test_every_group_option_composes_and_resolves(group, option, tmp_path):
     assert resolved["mode"] in ("train", "describe")
     for key in ("method", "backbone", "dataset", "protocol", "trainer"):
         assert resolved[key], f"{group}={option} leaves '{key}' empty"
-    if group != "experiment":
+    if group not in ("experiment", "debug"):  # those two are global: they set keys of other groups
         chosen = resolved[group] or {}
         expected = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
         if "name" in (expected or {}):
@@ -51,3 +62,95 @@ def test_trainer_keys_are_lightning_arguments(tmp_path):
     accepted = set(inspect.signature(Trainer.__init__).parameters)
     unknown = [k for k in cfg.trainer if k != "_target_" and k not in accepted]
     assert not unknown, f"conf/trainer keys that Lightning's Trainer does not take: {unknown}"
+
+
+# --- shared bases: each dataset / protocol file holds only its own keys ------------------------------------
+
+
+def _own_files(group: str) -> list[str]:
+    """The options of `group` that list `_base` (the protocol aliases of the methods list a preset)."""
+    return [
+        o
+        for o in _options(group)
+        if "_base" in OmegaConf.load(CONF_DIR / group / f"{o}.yaml").get("defaults", [])
+    ]
+
+
+@pytest.mark.parametrize("group", ["dataset", "protocol"])
+def test_files_list_the_base_first_and_repeat_none_of_its_values(group):
+    base = OmegaConf.load(CONF_DIR / group / "_base.yaml")
+    files = _own_files(group)
+    assert len(files) >= 5, files
+    for option in files:
+        own = OmegaConf.load(CONF_DIR / group / f"{option}.yaml")
+        assert list(own.defaults) == ["_base", "_self_"], (
+            f"conf/{group}/{option}.yaml: defaults [_base, _self_]"
+        )
+        repeated = [k for k in own if k != "defaults" and k in base and own[k] == base[k]]
+        assert not repeated, f"conf/{group}/{option}.yaml repeats {repeated} from conf/{group}/_base.yaml"
+        missing = [k for k in base if OmegaConf.is_missing(base, k) and k not in own]
+        assert not missing, f"conf/{group}/{option}.yaml must set {missing}"
+
+
+def test_every_dataset_names_a_registered_reader(tmp_path):
+    from uad.data import READERS
+
+    for option in _options("dataset"):
+        cfg = compose_config([f"dataset={option}"], output_dir=tmp_path, data_dir=tmp_path)
+        assert cfg.dataset.reader in READERS, f"conf/dataset/{option}.yaml: reader {cfg.dataset.reader}"
+        assert cfg.dataset.name == option
+
+
+def test_the_label_does_not_choose_the_reader(tmp_path):
+    from uad.pipeline import build_datamodule, build_protocol
+
+    cfg = compose_config(
+        ["dataset=mvtec", "dataset.name=my_mvtec_copy"], output_dir=tmp_path, data_dir=tmp_path
+    )
+    dm = build_datamodule(cfg, build_protocol(cfg))
+    assert (dm.name, dm.reader) == ("my_mvtec_copy", "mvtec")
+    assert cfg.task_name.endswith("-my_mvtec_copy")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "base"),
+    [
+        ("dinomaly_visa", "dinomaly_mvtec"),
+        ("dinomaly_realiad", "dinomaly_mvtec"),
+        ("uniad_visa", "uniad_mvtec"),
+        ("dualad_visa", "dualad_mvtec"),
+    ],
+)
+def test_other_datasets_recipes_inherit_the_mvtec_one(recipe, base, tmp_path):
+    """A recipe on another dataset is its MVTec recipe on that data plus the keys its own file sets."""
+    child = compose_config([f"experiment={recipe}"], output_dir=tmp_path, data_dir=tmp_path)
+    dataset = recipe.split("_")[1]
+    parent = compose_config(
+        [f"experiment={base}", f"dataset={dataset}"], output_dir=tmp_path, data_dir=tmp_path
+    )
+    own = OmegaConf.load(CONF_DIR / "experiment" / f"{recipe}.yaml")
+    own.pop("defaults")
+    assert OmegaConf.to_container(child) == OmegaConf.to_container(OmegaConf.merge(parent, own))
+
+
+# --- debug=tiny: the tests' fast config ----------------------------------------------------------------
+
+
+def test_debug_tiny_is_the_fast_featrec_run(tmp_path):
+    cfg = compose_config(["debug=tiny"], output_dir=tmp_path, data_dir=tmp_path)
+    assert (cfg.method.name, cfg.protocol.name, cfg.protocol.image_size) == ("featrec", "r224", 64)
+    assert (cfg.trainer.max_epochs, cfg.trainer.accelerator, cfg.dataset.num_workers) == (1, "cpu", 0)
+    assert dict(cfg.dataset.synthetic) == {
+        "seed": 0,
+        "image_size": 96,
+        "train_per_class": 6,
+        "test_good": 2,
+        "test_per_defect": 1,
+    }
+    assert not cfg.get("callbacks") and not cfg.get("logger")
+
+
+def test_command_line_choices_win_over_debug_tiny(tmp_path):
+    cfg = compose_config(["debug=tiny", "method=uniad", "callbacks=default"], output_dir=tmp_path)
+    assert (cfg.method.name, cfg.protocol.name, cfg.protocol.image_size) == ("uniad", "uniad224", 64)
+    assert "checkpoint" in cfg.callbacks

@@ -35,8 +35,8 @@ def test_unknown_class_lists_the_available_ones(tmp_path):
 
 def test_unknown_dataset_and_unknown_option(tmp_path):
     root = mvtec_tree(tmp_path / "m", {"bottle": {"crack": 1}})
-    with pytest.raises(DatasetLayoutError, match=r"dataset.name 'mvtech' is not one of .*'mvtec'"):
-        datamodule(tmp_path, "mvtec", root, "dataset.name=mvtech")
+    with pytest.raises(DatasetLayoutError, match=r"dataset.reader 'mvtech' is not one of .*'mvtec'"):
+        datamodule(tmp_path, "mvtec", root, "dataset.reader=mvtech")
     with pytest.raises(DatasetLayoutError, match=r"'mvtec' has no option\(s\) \['views'\]"):
         datamodule(tmp_path, "mvtec", root, "+dataset.views=[C1]")
 
@@ -66,13 +66,34 @@ def test_truncated_or_unreadable_file(tmp_path, what):
     path = root / "bottle" / ("test/crack/000.png" if what == "image" else "ground_truth/crack/000_mask.png")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    dm = datamodule(tmp_path, "mvtec", root, "dataset.strict=false")
+    dm = datamodule(tmp_path, "mvtec", root, "dataset.strict=false", "dataset.check_images=false")
     index = next(i for i, s in enumerate(dm.test_set.samples) if s.label)
     with pytest.raises(DatasetLayoutError, match=rf"cannot read {what} '{path}'.*(truncated).*[Rr]eplace"):
         dm.test_set[index]
     path.write_bytes(b"this is text")
     with pytest.raises(DatasetLayoutError, match=rf"cannot read {what} '{path}'"):
         dm.test_set[index]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", "_mask.png"])
+def test_a_broken_test_image_is_reported_at_set_up_before_training(tmp_path, suffix):
+    root = mvtec_tree(tmp_path / "m", {"bottle": {"crack": 1}})
+    kind, path = "image", root / "bottle" / "test" / "good" / "000.png"
+    if suffix == "_mask.png":
+        kind, path = "mask", root / "bottle" / "ground_truth" / "crack" / "000_mask.png"
+    if suffix == ".jpg":
+        from PIL import Image
+
+        new = path.with_suffix(".jpg")
+        Image.open(path).convert("RGB").save(new, quality=90)
+        path.unlink()
+        path = new
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(
+        DatasetLayoutError, match=rf"1 file\(s\) cannot be read:\n  cannot read {kind} '{path}'"
+    ):
+        datamodule(tmp_path, "mvtec", root, "dataset.strict=false")
 
 
 def test_unreadable_file_also_fails_when_caching(tmp_path):

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import REALDATA, TINY, compose_config
+from tests.conftest import REALDATA, compose_config
 from tests.data_trees import SIZE
 from tests.test_data_layouts import datamodule, split_counts
 from uad.data import DatasetLayoutError
@@ -50,7 +50,7 @@ def test_realdata_is_not_the_official_mvtec(tmp_path):
 def test_unified_run_over_realdata_and_synthetic_classes(tmp_path, data_dir):
     """One model for the three real and three synthetic classes: a folder of class links read by
     `dataset=folder`, one epoch at 64 px."""
-    synthetic = compose_config(TINY, output_dir=tmp_path / "gen", data_dir=data_dir)
+    synthetic = compose_config(["debug=tiny"], output_dir=tmp_path / "gen", data_dir=data_dir)
     from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 
     tree = ensure_synthetic(data_dir / "synthetic", SyntheticSpec(**synthetic.dataset.synthetic))
@@ -60,7 +60,7 @@ def test_unified_run_over_realdata_and_synthetic_classes(tmp_path, data_dir):
         (mixed / folder.name).symlink_to(folder, target_is_directory=True)
     cfg = compose_config(
         [
-            *(o for o in TINY if not o.startswith("dataset.synthetic")),
+            "debug=tiny",
             "dataset=folder",
             f"dataset.root={mixed}",
         ],

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torchmetrics.metric
 
-from tests.synthetic_maps import blob_data
+from bench.synthetic_maps import blob_data
 from uad.callbacks.evaluation import Evaluator
 from uad.metrics import EvalProtocol
 from uad.metrics.stateful import AUPRO, ImageMetrics, PixelMetrics
@@ -82,7 +82,7 @@ def evaluate(rank: int, world: int) -> dict:
         results = evaluator.evaluate(records)
         out["classes"] = results["per_class"]
         out["sample_level"] = results["extra"]["sample_level"]
-        out["rows"] = len(records["index"])
+        out["rows"] = len(records.index)
     return out
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import torch
 
+from bench.synthetic_maps import blob_data
 from tests.conftest import compose_config
 from uad import builders, pipeline
-from uad.metrics import EvalProtocol
+from uad.callbacks.evaluation import Evaluator
+from uad.metrics import METRIC_NAMES, EvalProtocol, compute_metrics
+from uad.metrics.records import EvalRecords
+from uad.results import build_results, merge_results
 
 
 def test_bad_metric_keys_are_named():
@@ -34,13 +40,11 @@ def test_binned_half_precision_run_records_its_protocol(tiny_cfg):
 def test_real_iad_runs_report_sample_level_metrics(tmp_path):
     """A miniature Real-IAD tree (tests/data_trees.py): views share sample keys, so the results carry
     S-AUROC, S-AP and S-F1max per class and their mean."""
-    from tests.conftest import TINY
     from tests.data_trees import realiad_tree
 
     root = realiad_tree(tmp_path / "realiad")
-    overrides = [o for o in TINY if not o.startswith("dataset.synthetic")]
     cfg = compose_config(
-        [*overrides, "dataset=realiad", f"dataset.root={root}", "dataset.images=realiad_256"],
+        ["debug=tiny", "dataset=realiad", f"dataset.root={root}", "dataset.images=realiad_256"],
         output_dir=tmp_path / "run",
         data_dir=tmp_path / "data",
     )
@@ -49,3 +53,85 @@ def test_real_iad_runs_report_sample_level_metrics(tmp_path):
     assert set(sample_level["per_class"]) == {"audiojack"}
     assert set(sample_level["mean"]) == {"S-AUROC", "S-AP", "S-F1max"}
     assert all(0.0 <= v <= 1.0 for v in sample_level["mean"].values())
+
+
+# -- the papers' reporting rules as protocol keys: AUPRO@200 beside AUPRO, UniAD's AUROC flip ---------
+
+
+def test_bad_paper_rule_keys_are_named():
+    with pytest.raises(ValueError, match=r"protocol\.aupro_thresholds must be null .* got 1"):
+        EvalProtocol(aupro_thresholds=1)
+    with pytest.raises(ValueError, match=r"protocol\.aupro_thresholds .* got '200'"):
+        EvalProtocol(aupro_thresholds="200")
+    with pytest.raises(ValueError, match=r"protocol\.aupro_fpr_rescale 'mean'"):
+        EvalProtocol(aupro_fpr_rescale="mean")
+
+
+@pytest.mark.parametrize(
+    "preset,thresholds,rescale",
+    [
+        ("dinomaly392", 200, "max"),
+        ("dualad224", 200, "minmax"),
+        ("uniad224", None, "max"),
+        ("r224", None, "max"),
+    ],
+)
+def test_the_dinomaly_and_dualad_presets_add_their_papers_aupro(preset, thresholds, rescale):
+    protocol = builders.build_protocol(compose_config([f"protocol={preset}"]))
+    assert (protocol.aupro_thresholds, protocol.aupro_fpr_rescale) == (thresholds, rescale)
+    assert protocol.flip_auroc is False  # no preset flips: reproducing UniAD's tables is asked for
+
+
+def _records() -> EvalRecords:
+    """Two classes of maps as the Evaluator gathers them; class 'inverted' ranks its defects lowest."""
+    parts = []
+    for c, name in enumerate(("plain", "inverted")):
+        scores, labels, maps, masks = blob_data(50 + c, n=8, size=32)
+        sign = -1.0 if name == "inverted" else 1.0
+        parts.append((sign * scores, labels, sign * maps, masks, [name] * len(labels)))
+    n = sum(len(p[1]) for p in parts)
+    return EvalRecords(
+        index=torch.arange(n),
+        score=torch.cat([p[0] for p in parts]),
+        label=torch.cat([p[1] for p in parts]),
+        map=torch.cat([p[2] for p in parts]),
+        mask=torch.cat([p[3] for p in parts]),
+        class_name=[c for p in parts for c in p[4]],
+        defect=["good" if y == 0 else "blob" for p in parts for y in p[1].tolist()],
+        path=[f"{i}.png" for i in range(n)],
+        sample_key=[""] * n,
+    )
+
+
+def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
+    protocol = EvalProtocol(aupro_thresholds=200, flip_auroc=True)
+    records = _records()
+    results = Evaluator(protocol, tmp_path, overlays_per_class=0, print_table=False).evaluate(records)
+    assert results["metrics"] == [*METRIC_NAMES, "AUPRO@200"]
+    sel = records.of_class("inverted")
+    raw = compute_metrics(records.score[sel], records.label[sel], records.map[sel], records.mask[sel])
+    assert raw["I-AUROC"] < 0.5 and raw["P-AUROC"] < 0.5
+    assert results["extra"]["flipped_auroc"] == [
+        {"class": "inverted", "metric": m, "raw": raw[m], "reported": pytest.approx(1 - raw[m])}
+        for m in ("I-AUROC", "P-AUROC")
+    ]
+    assert results["per_class"]["inverted"]["I-AUROC"] == pytest.approx(1 - raw["I-AUROC"])
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["mean"]["AUPRO@200"] == pytest.approx(results["mean"]["AUPRO@200"])
+    assert written["extra"]["flipped_auroc"][0]["raw"] == raw["I-AUROC"]
+    assert (tmp_path / "results.csv").read_text().splitlines()[0].endswith(",AUPRO,AUPRO@200")
+    assert "| AUPRO | AUPRO@200 |" in (tmp_path / "results.md").read_text()
+
+
+def test_without_the_paper_rules_nothing_is_added_or_flipped():
+    results = Evaluator(EvalProtocol(), overlays_per_class=0, print_table=False).evaluate(_records())
+    assert results["metrics"] == list(METRIC_NAMES) and "flipped_auroc" not in results["extra"]
+    assert results["per_class"]["inverted"]["I-AUROC"] < 0.5
+
+
+def test_separate_runs_join_their_flipped_lists():
+    flips = [{"class": c, "metric": "I-AUROC", "raw": 0.4, "reported": 0.6} for c in ("a", "b")]
+    parts = [
+        build_results({c: {"I-AUROC": 0.6}}, {}, extra={"flipped_auroc": [f]}) for c, f in zip("ab", flips)
+    ]
+    assert merge_results(parts)["extra"]["flipped_auroc"] == flips

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT
 
 
 @pytest.mark.slow
@@ -19,8 +19,7 @@ def test_two_job_multirun_writes_two_result_folders(tmp_path, data_dir):
         sys.executable,
         str(ROOT / "run.py"),
         "-m",
-        *TINY,
-        "method=featrec",
+        "debug=tiny",
         "dataset.classes=[weave]",
         "method.model.bottleneck_dim=16,32",
         f"paths.data_dir={data_dir}",

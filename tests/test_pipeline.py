@@ -128,3 +128,28 @@ def test_wandb_logger_runs_offline_without_a_login(tiny_cfg, monkeypatch, tmp_pa
     assert wandb_logger(save_dir=str(tmp_path / "w"), project="uad-test", name="t")._offline
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert not wandb_logger(save_dir=str(tmp_path / "w"), project="uad-test", name="t")._offline
+
+
+def test_a_user_error_prints_its_message_alone_and_exits_1(tmp_path):
+    """run.py: a missing dataset root is one message naming the key and the layout, no traceback, and it
+    comes before the network is built."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "dataset=mvtec",
+            f"dataset.root={tmp_path / 'nope'}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=pipeline.Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert f"error: MVTec AD root '{tmp_path / 'nope'}' does not exist. Set dataset.root" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "effnet_lite0" not in done.stderr  # the encoder was never built

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback
 from omegaconf import open_dict
 
 from hydra_plugins.uad_sweeper.suite_sweeper import expand_suite
-from tests.conftest import CONF_DIR, ROOT, TINY
+from tests.conftest import CONF_DIR, ROOT
 from uad import leaderboard, pipeline
 from uad.metrics import METRIC_NAMES
 from uad.results import build_results, write_results
@@ -149,7 +149,7 @@ def test_leaderboard_command_names_a_missing_folder(tmp_path):
 
 # --- multiruns through run.py --------------------------------------------------------------------------
 
-FEATREC = [*TINY, "method=featrec"]  # the fast baseline, whatever the default method is
+FEATREC = ["debug=tiny"]  # the fast FeatRec baseline on small synthetic data
 SWEEP_TINY = [*FEATREC, "dataset.classes=[weave]"]
 
 

@@ -10,13 +10,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from uad.builders import CHECKPOINT_GROUPS, build_encoder, build_module, build_net, build_protocol
+from uad.errors import UserError
 from uad.module import CHECKPOINT_KEY, AnomalyModule
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, unreadable or not one of ours."""
 
 

@@ -44,6 +44,7 @@ def fit_and_test(
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, protocol, classes)
+    datamodule.setup("fit")  # data errors (missing root, broken files) come before the model is built
     module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
     cache = attach_feature_cache(cfg, datamodule, module)
     evaluator = Evaluator(protocol, output_dir, run_info(cfg), print_table=cfg.dataset.setting != "separate")

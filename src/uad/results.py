@@ -5,6 +5,7 @@ results.json, format "uad-results/1":
   {
     "format": "uad-results/1",
     "metrics": ["I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO"],
+                                                 # then any a protocol adds, e.g. "AUPRO@200"
     "per_class": {class: {metric: value}},      # fractions in [0, 1]; null where undefined
     "mean": {metric: value},                     # unweighted mean over the classes that have the metric
     "per_defect": {class: {defect: {"I-AUROC": value, "count": n}}},
@@ -12,7 +13,9 @@ results.json, format "uad-results/1":
     "errors": {class: message},                  # classes whose evaluation failed, named with the cause
     "protocol": {...},                           # the evaluation protocol (see uad.metrics.EvalProtocol)
     "run": {"method": ..., "backbone": ..., "dataset": ..., "setting": ..., "seed": ...},
-    "extra": {...}                               # e.g. Real-IAD sample-level metrics
+    "extra": {...}                               # e.g. Real-IAD sample-level metrics; "flipped_auroc":
+                                                 # [{"class", "metric", "raw", "reported"}] under a
+                                                 # protocol with flip_auroc (UniAD's tables)
   }
 """
 
@@ -55,6 +58,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def metric_names(per_class: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The seven metrics, then any others the classes have (e.g. "AUPRO@200"), in first-seen order."""
+    names = list(METRIC_NAMES)
+    for metrics in per_class.values():
+        names += [k for k in metrics if k not in names]
+    return names
+
+
 def build_results(
     per_class: Mapping[str, Mapping[str, float]],
     protocol: Mapping[str, Any],
@@ -67,9 +78,9 @@ def build_results(
     return _clean(
         {
             "format": FORMAT,
-            "metrics": list(METRIC_NAMES),
+            "metrics": metric_names(per_class),
             "per_class": {k: dict(v) for k, v in per_class.items()},
-            "mean": class_mean(per_class),
+            "mean": class_mean(per_class, metric_names(per_class)),
             "per_defect": dict(per_defect or {}),
             "counts": dict(counts or {}),
             "errors": dict(errors or {}),
@@ -86,6 +97,10 @@ def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for part in parts:
         for key in merged:
             merged[key].update(part.get(key, {}))
+    if "flipped_auroc" in merged["extra"]:  # one list per run: joined, not the last one kept
+        merged["extra"]["flipped_auroc"] = [
+            f for p in parts for f in p.get("extra", {}).get("flipped_auroc", [])
+        ]
     first = parts[0]
     return build_results(
         merged["per_class"],

@@ -2,6 +2,9 @@
 states of `ImageMetrics` / `PixelMetrics` (CPU, compact), gathers them from every rank, drops the samples
 the distributed sampler repeated, and computes each class's metrics once, on rank 0. Where the data has
 multi-view sample keys (Real-IAD), the sample-level S-AUROC, S-AP and S-F1max go to results["extra"].
+A protocol may add a paper's own reporting rules: its approximate AUPRO as one more metric ("AUPRO@200",
+protocol.aupro_thresholds) and UniAD's flip of an AUROC below 0.5 (protocol.flip_auroc), every flipped
+number listed with its raw value in results["extra"]["flipped_auroc"].
 
 Results are written after every class, atomically, so a crash or a failing class loses nothing that
 was already computed; a class whose evaluation fails is named in `errors` with its cause.
@@ -21,8 +24,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics.utilities import dim_zero_cat
 
 from uad.callbacks.visualize import save_overlays
-from uad.metrics.functional import SAMPLE_METRICS, compute_metrics, ranking_metrics, sample_metrics
+from uad.metrics.functional import (
+    SAMPLE_METRICS,
+    compute_metrics,
+    flip_auroc,
+    ranking_metrics,
+    sample_metrics,
+)
 from uad.metrics.protocol import EvalProtocol
+from uad.metrics.records import EvalRecords
 from uad.metrics.stateful import ImageMetrics, PixelMetrics
 from uad.results import build_results, class_mean, print_table, write_results
 from uad.utils.io import write_text
@@ -105,7 +115,7 @@ class Evaluator(Callback):
                 }
             )
 
-    def _gathered(self, trainer: Trainer) -> dict[str, Any]:
+    def _gathered(self, trainer: Trainer) -> EvalRecords | None:
         """All ranks' records (every rank must call this), one per dataset index, sorted by index."""
         meta = self._meta
         if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
@@ -115,65 +125,60 @@ class Evaluator(Callback):
             self.image_metrics.sync()
             self.pixel_metrics.sync()
         if not meta:
-            return {}
+            return None
         image, pixel = self.image_metrics.records(), self.pixel_metrics.records()
         dropped = dim_zero_cat(self.image_metrics.index).numel() - len(image["index"])
         if dropped:
             log.info("evaluation: dropped %d samples repeated by the distributed sampler", dropped)
-        rows = [meta[i] for i in image["index"].tolist()]
-        return {
-            "index": image["index"],
-            "score": image["score"],
-            "label": image["label"],
-            "map": pixel["map"],
-            "mask": pixel["mask"],
-            **{
-                key: [r[k] for r in rows]
-                for k, key in enumerate(("class_name", "defect", "path", "sample_key"))
-            },
-        }
+        class_name, defect, path, sample_key = zip(*(meta[i] for i in image["index"].tolist()))
+        return EvalRecords(
+            image["index"],
+            image["score"],
+            image["label"],
+            pixel["map"],
+            pixel["mask"],
+            list(class_name),
+            list(defect),
+            list(path),
+            list(sample_key),
+        )
 
     # -- computation ------------------------------------------------------------------------------
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         records = self._gathered(trainer)
-        if trainer.is_global_zero and records:
+        if trainer.is_global_zero and records is not None:
             self.results = self.evaluate(records, trainer)
             if self.print_table:
                 print_table(self.results)
         self._reset()
 
-    def evaluate(self, records: dict[str, Any], trainer: Trainer | None = None) -> dict[str, Any]:
-        classes = list(dict.fromkeys(records["class_name"]))
+    def evaluate(self, records: EvalRecords, trainer: Trainer | None = None) -> dict[str, Any]:
+        classes = list(dict.fromkeys(records.class_name))
         per_class: dict[str, dict[str, float]] = {}
         per_defect: dict[str, dict[str, Any]] = {}
         counts: dict[str, dict[str, int]] = {}
         errors: dict[str, str] = {}
         samples: dict[str, dict[str, float]] = {}
+        flipped: list[dict[str, Any]] = []
         if self.output_dir:
             write_text(self.output_dir / "predictions.csv", _predictions_csv(records))
-        names = records["class_name"]
         for name in classes:
-            sel = torch.tensor([n == name for n in names])
-            labels = records["label"][sel]
+            sel = records.of_class(name)
+            labels = records.label[sel]
             counts[name] = {"good": int((labels == 0).sum()), "defective": int((labels == 1).sum())}
             try:
-                per_class[name] = compute_metrics(
-                    records["score"][sel],
-                    labels,
-                    records["map"][sel],
-                    records["mask"][sel],
-                    fpr_limit=self.protocol.fpr_limit,
-                    bins=self.protocol.pixel_bins,
-                )
+                per_class[name] = self._class_metrics(name, records, sel, flipped)
                 per_defect[name] = _per_defect(records, sel)
-                keys = [k for k, s in zip(records["sample_key"], sel.tolist()) if s]
+                keys = [k for k, s in zip(records.sample_key, sel.tolist()) if s]
                 if all(keys):  # multi-view data: a sample's score is the max over its views
-                    samples[name] = sample_metrics(records["score"][sel], labels, keys)
+                    samples[name] = sample_metrics(records.score[sel], labels, keys)
             except Exception as err:  # one failing class must not lose the others
                 errors[name] = f"{type(err).__name__}: {err}"
                 log.error("evaluation of class '%s' failed:\n%s", name, traceback.format_exc())
-            extra = _sample_extra(samples) if samples else None
+            extra = _sample_extra(samples) if samples else {}
+            if self.protocol.flip_auroc:
+                extra["flipped_auroc"] = flipped
             results = build_results(
                 per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors, extra
             )
@@ -185,16 +190,44 @@ class Evaluator(Callback):
             _log_to_loggers(trainer, results)
         return results
 
+    def _class_metrics(
+        self, name: str, records: EvalRecords, sel: torch.Tensor, flipped: list[dict[str, Any]]
+    ) -> dict[str, float]:
+        """One class's metrics under the protocol; a flipped AUROC (protocol.flip_auroc) is appended to
+        `flipped` with its class, its raw value and the value reported."""
+        p = self.protocol
+        metrics = compute_metrics(
+            records.score[sel],
+            records.label[sel],
+            records.map[sel],
+            records.mask[sel],
+            fpr_limit=p.fpr_limit,
+            bins=p.pixel_bins,
+            aupro_thresholds=p.aupro_thresholds,
+            aupro_fpr_rescale=p.aupro_fpr_rescale,
+        )
+        if not p.flip_auroc:
+            return metrics
+        reported, names = flip_auroc(metrics)
+        for metric in names:
+            log.warning(
+                "evaluation: %s of class '%s' is %.4f; reported flipped", metric, name, metrics[metric]
+            )
+            flipped.append(
+                {"class": name, "metric": metric, "raw": metrics[metric], "reported": reported[metric]}
+            )
+        return reported
+
 
 def _sample_extra(samples: dict[str, dict[str, float]]) -> dict[str, Any]:
     """Sample-level metrics per class and their unweighted mean (classes where one is NaN skipped)."""
     return {"sample_level": {"per_class": samples, "mean": class_mean(samples, SAMPLE_METRICS)}}
 
 
-def _per_defect(records: dict[str, Any], sel: torch.Tensor) -> dict[str, Any]:
+def _per_defect(records: EvalRecords, sel: torch.Tensor) -> dict[str, Any]:
     """Image AUROC of each defect type against the class's good images."""
-    defects = [d for d, s in zip(records["defect"], sel.tolist()) if s]
-    labels, scores = records["label"][sel], records["score"][sel]
+    defects = [d for d, s in zip(records.defect, sel.tolist()) if s]
+    labels, scores = records.label[sel], records.score[sel]
     out: dict[str, Any] = {}
     for defect in sorted({d for d, y in zip(defects, labels.tolist()) if y == 1}):
         pick = torch.tensor([d == defect or y == 0 for d, y in zip(defects, labels.tolist())])
@@ -206,20 +239,20 @@ def _per_defect(records: dict[str, Any], sel: torch.Tensor) -> dict[str, Any]:
     return out
 
 
-def _predictions_csv(records: dict[str, Any]) -> str:
+def _predictions_csv(records: EvalRecords) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["index", "class", "defect", "label", "score", "path", "sample_key"])
-    for i in range(len(records["index"])):
+    for i in range(len(records)):
         writer.writerow(
             [
-                int(records["index"][i]),
-                records["class_name"][i],
-                records["defect"][i],
-                int(records["label"][i]),
-                repr(float(records["score"][i])),
-                records["path"][i],
-                records["sample_key"][i],
+                int(records.index[i]),
+                records.class_name[i],
+                records.defect[i],
+                int(records.label[i]),
+                repr(float(records.score[i])),
+                records.path[i],
+                records.sample_key[i],
             ]
         )
     return buffer.getvalue()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
+from uad.metrics.records import EvalRecords
 from uad.utils.io import atomic_write
 
 
@@ -46,14 +47,13 @@ def overlay_figure(
     return fig
 
 
-def save_overlays(folder: Path, kept: dict[str, list[dict[str, Any]]], records: dict[str, Any]) -> list[Path]:
+def save_overlays(folder: Path, kept: dict[str, list[dict[str, Any]]], records: EvalRecords) -> list[Path]:
     """One PNG per kept sample; the colour scale is shared within a class (its 1st-99.9th percentile)."""
     import matplotlib.pyplot as plt
 
     paths = []
     for class_name, items in kept.items():
-        sel = torch.tensor([n == class_name for n in records["class_name"]])
-        values = records["map"][sel].float().flatten()
+        values = records.map[records.of_class(class_name)].float().flatten()
         values = values[torch.randperm(len(values))[:1_000_000]]
         vmin, vmax = (float(q) for q in torch.quantile(values, torch.tensor([0.01, 0.999])))
         for item in items:

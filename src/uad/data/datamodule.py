@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from uad.data.dataset import AnomalyDataset
+from uad.data.dataset import AnomalyDataset, check_images
 from uad.data.feature_cache import CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -62,21 +62,26 @@ def build_augment(entries: Sequence[Mapping[str, Any] | A.BasicTransform] | None
 class AnomalyDataModule(LightningDataModule):
     """Train on the good images of all `classes` at once; test on every test image, per class.
 
-    name: which dataset reader to use (`uad.data.readers.READERS`: mvtec, mpdd, visa, realiad, folder,
-    synthetic); root: where it lies; options: the reader's own keys (Real-IAD `images`, `variant`, `views`;
-    VisA `split_csv`). setting: "unified" (one model for all classes) or "separate" (the pipeline trains one
-    per class). strict: the counts of an official dataset must match the reference (false: partial copies).
+    reader: which layout reader reads `root` (`uad.data.readers.READERS`: mvtec, mpdd, visa, realiad,
+    folder, synthetic); name: the dataset's label in logs (the reader's name when None), so a copy read by
+    an existing reader can carry its own; options: the reader's own keys (Real-IAD `images`, `variant`,
+    `views`; VisA `split_csv`). setting: "unified" (one model for all classes) or "separate" (the pipeline
+    trains one per class). strict: the counts of an official dataset must match the reference (false:
+    partial copies).
     image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, label_rule: the
     protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each paper's steps).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
+    check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
+    test image is reported before training rather than after it.
     augment: albumentations transform configs for the training images (`build_augment`); null = none.
     num_workers: loader processes; None = `default_num_workers()`.
     """
 
     def __init__(
         self,
-        name: str = "synthetic",
+        reader: str = "synthetic",
         root: str | Path = "data/synthetic",
+        name: str | None = None,
         classes: Sequence[str] | None = None,
         setting: str = "unified",
         strict: bool = True,
@@ -93,6 +98,7 @@ class AnomalyDataModule(LightningDataModule):
         mask_threshold: float = 0.5,
         label_rule: str = "folder",
         cache: bool = False,
+        check_images: bool = True,
         augment: Sequence[Mapping[str, Any] | A.BasicTransform] | None = None,
         synthetic: dict[str, Any] | None = None,
         **options: Any,
@@ -100,9 +106,11 @@ class AnomalyDataModule(LightningDataModule):
         super().__init__()
         if setting not in SETTINGS:
             raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
-        self.name = name
+        self.reader = reader
+        self.name = name or reader
         self.options = options
         self.cache = cache
+        self.check_images = check_images
         self.root = Path(root).expanduser()
         self.requested_classes = list(classes) if classes else None
         self.setting = setting
@@ -127,18 +135,18 @@ class AnomalyDataModule(LightningDataModule):
     @property
     def data_root(self) -> Path:
         """The folder the layout reader reads (for synthetic data, the generated tree)."""
-        if self.name == "synthetic":
+        if self.reader == "synthetic":
             return self.root / self.synthetic_spec.folder_name
         return self.root
 
     def prepare_data(self) -> None:
         """Generate the synthetic tree on first use (rank 0 only under DDP); reuse it afterwards."""
-        if self.name == "synthetic":
+        if self.reader == "synthetic":
             ensure_synthetic(self.root, self.synthetic_spec)
 
     def catalog(self) -> Catalog:
         """The classes under the root, each with its (lazy) loader."""
-        return open_catalog(self.name, self.data_root, self.options)
+        return open_catalog(self.reader, self.data_root, self.options)
 
     def discover_classes(self) -> list[str]:
         """The selected classes (all found when dataset.classes is null)."""
@@ -155,9 +163,11 @@ class AnomalyDataModule(LightningDataModule):
         found = {c: catalog[c]() for c in self.class_names}
         for name, splits in found.items():
             log.info("  %s: %d train / %d good + %d defective test", name, *count(splits))
-        check_counts(self.name, found, self.strict)
+        check_counts(self.reader, found, self.strict)
         train = [s for c in self.class_names for s in found[c].train]
         test = [s for c in self.class_names for s in found[c].test]
+        if self.check_images:
+            check_images([*train, *test], threads=max(4, self.num_workers))
         self.train_set = AnomalyDataset(
             train, self.transform, self.class_names, self.label_rule, build_augment(self.augment)
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -30,6 +31,40 @@ def load_image(sample: Sample) -> np.ndarray:
             f"cannot read image '{sample.path}' ({err}). The file is unreadable or truncated: replace it, or "
             f"remove it from the dataset."
         ) from err
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """None when the image file at `path` is whole, else what is wrong, without a full decode: PIL's
+    `verify` walks the file's structure (PNG chunks with their CRCs, TIFF/BMP headers), and a JPEG must end
+    with its end-of-image marker (a truncated download lacks it)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            with open(path, "rb") as f:
+                f.seek(max(0, path.stat().st_size - 1024))
+                if b"\xff\xd9" not in f.read():
+                    return "the JPEG end-of-image marker is missing (a truncated file)"
+    except Exception as err:  # PIL raises many types for a broken file; each is a reason
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def check_images(samples: Sequence[Sample], threads: int = 4) -> None:
+    """Every image and mask file of `samples` is whole, or one error naming the broken files (up to 20) and
+    the fix: checked before training, so that a broken test image cannot cost a finished run's evaluation."""
+    files = [("image", s.path) for s in samples]
+    files += [("mask", s.mask_path) for s in samples if s.mask_path is not None]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        reasons = list(pool.map(unreadable_reason, [path for _, path in files]))
+    broken = [(kind, path, r) for (kind, path), r in zip(files, reasons) if r is not None]
+    if broken:
+        listed = "\n".join(f"  cannot read {kind} '{path}' ({reason})" for kind, path, reason in broken[:20])
+        more = f"\n  ... and {len(broken) - 20} more" if len(broken) > 20 else ""
+        raise DatasetLayoutError(
+            f"{len(broken)} file(s) cannot be read:\n{listed}{more}\nReplace or remove them (or set "
+            f"dataset.check_images=false to find them only when they are read)."
+        )
 
 
 def read_mask(sample: Sample) -> np.ndarray:

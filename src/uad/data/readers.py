@@ -71,7 +71,7 @@ def reader(
     counts: dict[str, tuple[int, int, int]] | None = None,
     class_names: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Catalog]], Callable[..., Catalog]]:
-    """Register `fn(root, **options) -> Catalog` as the reader of dataset `name`."""
+    """Register `fn(root, **options) -> Catalog` as reader `name` (a dataset config's `reader:`)."""
 
     def register(fn: Callable[..., Catalog]) -> Callable[..., Catalog]:
         READERS[name] = Reader(
@@ -83,19 +83,23 @@ def reader(
 
 
 def get_reader(name: str) -> Reader:
+    """The registered reader `name` (the config's `dataset.reader`); an unknown one lists the readers."""
     if name not in READERS:
-        raise DatasetLayoutError(f"dataset.name '{name}' is not one of {sorted(READERS)}")
+        raise DatasetLayoutError(
+            f"dataset.reader '{name}' is not one of {sorted(READERS)}. Set `reader:` in your "
+            f"conf/dataset/<name>.yaml, or dataset.reader=<one of them> on the command line."
+        )
     return READERS[name]
 
 
 def open_catalog(name: str, root: Path, options: dict[str, Any] | None = None) -> Catalog:
-    """The classes found under `root` for dataset `name`, each with its loader; one clear error otherwise."""
+    """The classes found under `root` by reader `name`, each with its loader; one clear error otherwise."""
     spec = get_reader(name)
     options = {k: v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise DatasetLayoutError(
-            f"dataset '{name}' has no option(s) {unknown}; its options are {list(spec.options)}"
+            f"dataset.reader '{name}' has no option(s) {unknown}; its options are {list(spec.options)}"
         )
     if not root.is_dir():
         raise DatasetLayoutError(

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from uad.errors import UserError
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -19,7 +20,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_KINDS = ("intensity", "labels")
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(UserError, ValueError):
     """The files on disk do not form the expected layout; the message names the path and the fix."""
 
 

@@ -8,8 +8,10 @@ from collections.abc import Sequence
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.efficientnet import EfficientNetFeatures
 from torch import Tensor, nn
 
+from uad.encoders.padding import freeze_same_padding, meta_forward
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, get_spec
 from uad.encoders.weights import (
     EncoderWeightsError,
@@ -66,15 +68,21 @@ class Encoder(nn.Module):
         spec = self.spec
         kwargs = {"features_only": True, "out_indices": self.taps}
         if pretrained and weights is None and spec.package is None:
-            return self._from_hub(**kwargs)
-        net = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
-        if pretrained or weights is not None:
-            path = weights if weights is not None else package_weights_path(spec)
-            with torch.device("meta"):
-                full = timm.create_model(spec.timm_name, pretrained=False)
-            state = match_keys(read_state_dict(path, spec), full, f"weights '{path}'")
-            load_into(net, state, f"weights '{path}'")
-            self.weights_source = str(path)
+            net = self._from_hub(**kwargs)
+        else:
+            net = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+            if pretrained or weights is not None:
+                path = weights if weights is not None else package_weights_path(spec)
+                with torch.device("meta"):
+                    full = timm.create_model(spec.timm_name, pretrained=False)
+                state = match_keys(read_state_dict(path, spec), full, f"weights '{path}'")
+                load_into(net, state, f"weights '{path}'")
+                self.weights_source = str(path)
+        if isinstance(net, EfficientNetFeatures):  # it runs every block; keep those up to the last tap
+            last = net.feature_info.module_name()[-1]  # e.g. "blocks.4"
+            net.blocks = net.blocks[: int(last.split(".")[1]) + 1 if last.startswith("blocks.") else 0]
+        if spec.static_padding:
+            freeze_same_padding(net, spec.native_size)
         return net
 
     def _build_vit(self, pretrained: bool, weights: str | None) -> nn.Module:
@@ -124,7 +132,11 @@ class Encoder(nn.Module):
         return super().train(False)
 
     def grid_sizes(self, input_size: int | None = None) -> list[int]:
+        """Side of each tap's grid: measured for CNNs (static padding can give other sizes than
+        ceil(size / stride) when the size is not a multiple of the stride), patches per side for ViTs."""
         size = input_size or self.input_size
+        if self.spec.kind == "cnn":
+            return [int(f.shape[-2]) for f in meta_forward(self.net, size)]
         return [math.ceil(size / s) for s in self.strides]
 
     @torch.no_grad()

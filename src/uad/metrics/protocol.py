@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
+from uad.metrics.functional import FPR_RESCALES
 
 SCORE_RULES = ("max", "avgpool_max", "topk_mean")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -53,6 +54,11 @@ class EvalProtocol:
     bins (within 1e-3 of exact; for Real-IAD-size classes).
     map_dtype: the dtype evaluation maps are kept in on the CPU until the metrics are computed: float32
     (exact) or float16 (half the memory; rounds the maps, moving P-AP / P-F1max by ~1e-4).
+    aupro_thresholds: None, or T: also report the papers' approximate AUPRO at T evenly spaced thresholds
+    as "AUPRO@T", beside the exact AUPRO (Dinomaly, DualAD: 200); aupro_fpr_rescale: how that variant
+    rescales its FPRs, "max" (Dinomaly) or "minmax" (DualAD). See `uad.metrics.aupro_thresholded`.
+    flip_auroc: report 1 - AUROC for an image or pixel AUROC below 0.5, as UniAD's evaluation does; the
+    flipped numbers are listed in results["extra"]["flipped_auroc"]. Off everywhere but paper reproduction.
     """
 
     name: str = "default"
@@ -73,6 +79,9 @@ class EvalProtocol:
     fpr_limit: float = 0.3
     pixel_bins: int | None = None
     map_dtype: str = "float32"
+    aupro_thresholds: int | None = None
+    aupro_fpr_rescale: str = "max"
+    flip_auroc: bool = False
 
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
@@ -89,6 +98,17 @@ class EvalProtocol:
             )
         if self.map_dtype not in MAP_DTYPES:
             raise ValueError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
+        if self.aupro_thresholds is not None and not (
+            isinstance(self.aupro_thresholds, int) and self.aupro_thresholds >= 2
+        ):
+            raise ValueError(
+                f"protocol.aupro_thresholds must be null (exact AUPRO only) or an int >= 2, e.g. 200; "
+                f"got {self.aupro_thresholds!r}"
+            )
+        if self.aupro_fpr_rescale not in FPR_RESCALES:
+            raise ValueError(
+                f"protocol.aupro_fpr_rescale '{self.aupro_fpr_rescale}' is not one of {FPR_RESCALES}"
+            )
 
     @property
     def input_size(self) -> int:
