@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from uad.data.batch import Batch
+from uad.data.batch import batch_size as images_in
 from uad.data.feature_cache import FeatureCache
 from uad.methods.base import AnomalyNet, NetOutput
 from uad.utils.logging import get_logger
@@ -64,7 +65,7 @@ class AnomalyModule(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         losses = self.net.loss(self.train_output(batch), self.global_step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
-        batch_size = len(batch["index"])  # a cached batch has no image
+        batch_size = images_in(batch)
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         for name, value in losses.items():
             if name != "loss":
