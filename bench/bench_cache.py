@@ -2,7 +2,7 @@
 per paper recipe, one training step with and without it, and (`--e2e`) the acceptance runs end to end.
 
 Usage: `python bench/bench_cache.py [--e2e]` (make bench runs it without --e2e: the end-to-end pair trains
-DualAD-He/WRes50 for 3 epochs twice, about 10 min on an idle 2-core CPU).
+DualAD-He/WRes50 for 3 epochs twice, too long for every bench run on a CPU).
 """
 
 from __future__ import annotations
