@@ -5,15 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
 
 from uad.data.datamodule import AnomalyDataModule
+from uad.data.feature_cache import FeatureCache
 from uad.encoders import Encoder, get_spec
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
 from uad.module import AnomalyModule
+from uad.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 CHECKPOINT_GROUPS = ("method", "backbone", "protocol", "dataset")  # what rebuilds a network and its inputs
 
@@ -23,22 +28,32 @@ def build_protocol(cfg: DictConfig) -> EvalProtocol:
 
 
 def build_encoder(cfg: DictConfig, protocol: EvalProtocol) -> Encoder:
+    """The frozen encoder; `backbone.channels_last=true` stores a CNN's weights channels-last (NHWC), the
+    layout of the tensor-core convolution kernels on a GPU, so its convolutions run in that layout."""
     backbone = cfg.backbone
     taps = backbone.get("taps")
     if taps is None:
         taps = get_class(cfg.method.model._target_).default_taps(get_spec(backbone.name))
-    return Encoder(
+    encoder = Encoder(
         backbone.name,
         pretrained=backbone.pretrained,
         weights=backbone.get("weights"),
         taps=taps,
         input_size=protocol.input_size,
     )
+    if backbone.get("channels_last", False):
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder
 
 
 def build_net(cfg: DictConfig, encoder: Encoder) -> AnomalyNet:
-    """The method's network (`method.model`) around `encoder`."""
-    return instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+    """The method's network (`method.model`) around `encoder`. `method.compile=true` compiles `extract` and
+    `reconstruct` with `torch.compile` (instance attributes: the state dict keeps its names)."""
+    net = instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+    if cfg.method.get("compile", False):
+        net.extract = torch.compile(net.extract)
+        net.reconstruct = torch.compile(net.reconstruct)
+    return net
 
 
 def build_module(cfg: DictConfig, net: AnomalyNet) -> AnomalyModule:
@@ -66,6 +81,23 @@ def build_datamodule(
     if classes is not None:
         overrides["classes"] = classes
     return instantiate(cfg.dataset, **overrides, _convert_="all")
+
+
+def attach_feature_cache(
+    cfg: DictConfig, datamodule: AnomalyDataModule, module: AnomalyModule
+) -> FeatureCache | None:
+    """The `feature_cache` group (memory | disk | none), shared by the training loader and the module. An
+    augmentation in `dataset.augment` switches it off (the images, hence the features, change every epoch)."""
+    options = OmegaConf.to_container(cfg.get("feature_cache") or {}, resolve=True)
+    mode = options.pop("mode", None)
+    if not mode:
+        return None
+    if cfg.dataset.get("augment"):
+        log.info("feature cache off: dataset.augment changes the training images every epoch")
+        return None
+    cache = FeatureCache(mode, **options)
+    datamodule.feature_cache = module.feature_cache = cache
+    return cache
 
 
 def _instantiate_group(group: DictConfig | None) -> list[Any]:

@@ -13,7 +13,12 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from uad.data.batch import Batch
-from uad.methods.base import AnomalyNet, MemoryBankNet
+from uad.data.batch import batch_size as images_in
+from uad.data.feature_cache import FeatureCache
+from uad.methods.base import AnomalyNet, MemoryBankNet, NetOutput
+from uad.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
@@ -51,23 +56,42 @@ class AnomalyModule(LightningModule):
         self.strict_loading = False  # checkpoints carry only the trainable state
         self.fits_memory = isinstance(net, MemoryBankNet)
         self.automatic_optimization = not self.fits_memory
+        self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
 
     def forward(self, images: Tensor, class_id: Tensor | None = None):
         return self.net(images, class_id)
+
+    def train_output(self, batch: Batch) -> NetOutput:
+        """The network's training output; with a feature cache the frozen part is read from it once full
+        (the batch then holds indices only) and filled from the images before."""
+        if self.feature_cache is None:
+            return self.net(batch["image"], batch.get("class_id"))
+        features = self.feature_cache.features(batch, self.net.extract)
+        return self.net.reconstruct(features, self.feature_cache.image_size)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         if self.fits_memory:
             with torch.no_grad():
                 self.net.remember(self.net.extract(batch["image"]), batch["class_id"])
             return None
-        losses = self.net.loss(self.net(batch["image"], batch.get("class_id")), self.global_step)
+        losses = self.net.loss(self.train_output(batch), self.global_step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
-        batch_size = batch["image"].shape[0]
+        batch_size = images_in(batch)
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         for name, value in losses.items():
             if name != "loss":
                 self.log(f"train/{name}", value, batch_size=batch_size)
         return losses["loss"]
+
+    def on_train_start(self) -> None:
+        if self.feature_cache is not None and self.trainer.world_size > 1:
+            # each rank sees other images every epoch: its share would never fill; the loader keeps decoding
+            log.info("feature cache off: it is per process, the run has %d ranks", self.trainer.world_size)
+            self.feature_cache = None
+
+    def on_train_end(self) -> None:
+        if self.feature_cache is not None:  # free the memory (or disk) before testing
+            self.feature_cache.close()
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Per-image anomaly maps at input resolution; the Evaluator callback turns them into metrics."""

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from uad.builders import (
+    attach_feature_cache,
     build_datamodule,
     build_encoder,
     build_module,
@@ -50,6 +51,7 @@ def fit_and_test(
     datamodule = build_datamodule(cfg, protocol, classes)
     datamodule.setup("fit")  # data errors (missing root, broken files) come before the model is built
     module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
+    cache = attach_feature_cache(cfg, datamodule, module)
     evaluator = Evaluator(protocol, output_dir, run_info(cfg), print_table=cfg.dataset.setting != "separate")
     throughput, selection = Throughput(), build_selection(cfg, protocol)
     calibrator = Calibrator(protocol, **cfg.get("calibration", {}))  # after a selection restored its best
@@ -62,6 +64,7 @@ def fit_and_test(
         results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
         results["extra"]["thresholds"] = module.extra.get("thresholds")
         results["run"]["selection"] = selection.record if selection else {"selected_on_test_set": False}
+        results["run"]["feature_cache"] = cache.summary if cache else None
         write_results(output_dir, results)
     return results
 

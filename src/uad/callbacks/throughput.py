@@ -6,6 +6,8 @@ import time
 
 from lightning.pytorch import Callback
 
+from uad.data.batch import batch_size
+
 
 class Throughput(Callback):
     def __init__(self) -> None:
@@ -25,7 +27,7 @@ class Throughput(Callback):
         self._begin("train")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images["train"] += batch["image"].shape[0]
+        self._images["train"] += batch_size(batch)
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._end("train")

@@ -20,3 +20,8 @@ class Batch(TypedDict):
     path: list[str]
     sample_key: list[str]  # multi-view sample id (Real-IAD), else ""
     view: list[str]
+
+
+def batch_size(batch: dict) -> int:
+    """Images in a batch; a feature-cached training batch (uad.data.feature_cache) holds indices only."""
+    return batch["image"].shape[0] if "image" in batch else len(batch["index"])

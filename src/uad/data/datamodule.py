@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from uad.data.dataset import AnomalyDataset, check_images
+from uad.data.feature_cache import CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -36,6 +39,29 @@ def default_num_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def build_augment(entries: Sequence[Mapping[str, Any] | A.BasicTransform] | None) -> A.Compose | None:
+    """`dataset.augment`: a list of albumentations transform configs (`_target_` + arguments; Hydra may have
+    built them already), applied in order to the training images after the resize; None or empty: no
+    augmentation (the papers' recipes)."""
+    if not entries:
+        return None
+    transforms = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, (A.BasicTransform, A.BaseCompose)):
+            transforms.append(entry)
+            continue
+        if not isinstance(entry, Mapping) or "_target_" not in entry:
+            raise ValueError(
+                f"dataset.augment[{i}] is {entry!r}: each entry needs a `_target_`, e.g. "
+                f"{{_target_: albumentations.HorizontalFlip, p: 0.5}}"
+            )
+        try:
+            transforms.append(instantiate(dict(entry)))
+        except Exception as err:
+            raise ValueError(f"dataset.augment[{i}] ({entry['_target_']}) cannot be built: {err}") from err
+    return A.Compose(transforms)
+
+
 class AnomalyDataModule(LightningDataModule):
     """Train on the good images of all `classes` at once; test on every test image, per class.
 
@@ -53,6 +79,7 @@ class AnomalyDataModule(LightningDataModule):
     val_fraction: the fraction of each class's training images held back, never trained on, to calibrate
     the decision thresholds (`uad.thresholds`); a deterministic pick (seeded by the class name), 0 = none.
     The configs default to 0.1; the paper recipes set 0 to train on every training image, as the papers.
+    augment: albumentations transform configs for the training images (`build_augment`); null = none.
     num_workers: loader processes; None = `default_num_workers()`.
     """
 
@@ -79,6 +106,7 @@ class AnomalyDataModule(LightningDataModule):
         cache: bool = False,
         check_images: bool = True,
         val_fraction: float = 0.0,
+        augment: Sequence[Mapping[str, Any] | A.BasicTransform] | None = None,
         synthetic: dict[str, Any] | None = None,
         drop_last: bool = False,
         **options: Any,
@@ -109,6 +137,8 @@ class AnomalyDataModule(LightningDataModule):
             image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold
         )
         self.label_rule = label_rule
+        self.augment = list(augment or [])
+        self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
         self.synthetic_spec = SyntheticSpec(**(synthetic or {}))
         self.class_names: list[str] = []
         self.train_set: AnomalyDataset | None = None
@@ -157,7 +187,9 @@ class AnomalyDataModule(LightningDataModule):
         test = [s for c in self.class_names for s in found[c].test]
         if self.check_images:
             check_images([*train, *heldout, *test], threads=max(4, self.num_workers))
-        self.train_set = AnomalyDataset(train, self.transform, self.class_names, self.label_rule)
+        self.train_set = AnomalyDataset(
+            train, self.transform, self.class_names, self.label_rule, build_augment(self.augment)
+        )
         self.heldout_set = AnomalyDataset(heldout, self.transform, self.class_names, self.label_rule)
         if heldout:
             log.info(
@@ -199,7 +231,14 @@ class AnomalyDataModule(LightningDataModule):
         self.train_set.fill_cache(threads)
         self.test_set.fill_cache(threads)
 
-    def _loader(self, dataset: AnomalyDataset, shuffle: bool, batch_size: int, drop_last: bool = False):
+    def _loader(
+        self,
+        dataset: Dataset,
+        shuffle: bool,
+        batch_size: int,
+        drop_last: bool = False,
+        persistent: bool = True,
+    ):
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -207,11 +246,16 @@ class AnomalyDataModule(LightningDataModule):
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size, self.drop_last)
+        drop_last = self.drop_last
+        if self.feature_cache is None:
+            return self._loader(self.train_set, True, self.batch_size, drop_last)
+        # fresh workers each epoch, so that they see when the cache is full and stop decoding
+        cached = CachedTrainSet(self.train_set, self.feature_cache)
+        return self._loader(cached, True, self.batch_size, drop_last, persistent=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False, self.eval_batch_size)

@@ -3,7 +3,7 @@ transform; optionally keep every decoded-and-resized image in memory (`cache`)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -115,6 +115,8 @@ class AnomalyDataset(Dataset):
     label_rule: where an image's label comes from: `folder` (the reader's label: `good` or not) or `mask`
     (UniAD's evaluation: defective iff its mask at the input size has a defect pixel; an image without a
     mask file keeps its folder label).
+    augment: called as `augment(image=, mask=)` on the resized uint8 arrays, returning the same keys (an
+    albumentations `Compose`; training images only).
     With `cache`, `fill_cache()` decodes and resizes every image once (uint8, in the main process, so
     worker processes share the memory); each access then only crops, normalises and converts.
     """
@@ -125,6 +127,7 @@ class AnomalyDataset(Dataset):
         transform: InputTransform,
         class_names: Sequence[str],
         label_rule: str = "folder",
+        augment: Callable[..., dict] | None = None,
     ) -> None:
         check_choice("label_rule", label_rule, LABEL_RULES)
         self.samples = list(samples)
@@ -132,6 +135,7 @@ class AnomalyDataset(Dataset):
         self.class_names = list(class_names)
         self.class_ids = {name: i for i, name in enumerate(self.class_names)}
         self.label_rule = label_rule
+        self.augment = augment
         self.cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._logged_empty_mask = False
 
@@ -186,7 +190,11 @@ class AnomalyDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        image, mask = self.transform.finish(*self.resized(index))
+        image, mask = self.resized(index)
+        if self.augment is not None:
+            augmented = self.augment(image=image, mask=mask)
+            image, mask = augmented["image"], augmented["mask"]
+        image, mask = self.transform.finish(image, mask)
         label = sample.label
         if self.label_rule == "mask" and sample.mask_path is not None:
             label = int(bool(mask.any()))

@@ -36,9 +36,10 @@ class FeatRec(AnomalyNet):
     def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
         aligned = features["aligned"]
         reconstruction = self.autoencoder(aligned)  # (B, C, H/16, W/16)
-        distance = (reconstruction - aligned).pow(2).sum(1, keepdim=True).sqrt()  # (B, 1, H/16, W/16)
+        # the map in float32 under bf16 autocast, as every method's
+        distance = (reconstruction.float() - aligned).pow(2).sum(1, keepdim=True).sqrt()  # (B, 1, H/16, W/16)
         anomaly_map = F.interpolate(distance, size=size, mode="bilinear", align_corners=True)
         return NetOutput(anomaly_map, {"aligned": aligned, "reconstruction": reconstruction})
 
     def loss(self, output: NetOutput, step: int = 0) -> Tensor:
-        return F.mse_loss(output["reconstruction"], output["aligned"])
+        return F.mse_loss(output["reconstruction"].float(), output["aligned"])
