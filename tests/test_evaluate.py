@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, compose_config
+from tests.conftest import compose_config
+
+TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 from uad import pipeline
 from uad.checkpoint import CheckpointError
 from uad.official import OfficialCheckpointError, layout_of, read_official, recognise
