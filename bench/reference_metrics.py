@@ -1,7 +1,8 @@
 """The reference that bench/bench_metrics.py times uad.metrics against, at MVTec size (10^8 pixels):
 scikit-learn for AUROC and AP, F1-max from scikit-learn's precision-recall curve, and a plain NumPy
 AUPRO that counts pixels per distinct score level (np.unique + bincount) rather than per pixel.
-tests/test_metrics.py checks it against the threshold-by-threshold oracle (tests/metric_oracle.py).
+tests/unit/metrics/test_metrics.py checks it against the threshold-by-threshold oracle
+(tests/helpers/metric_oracle.py).
 """
 
 from __future__ import annotations

@@ -38,6 +38,13 @@ def compose_config(
     return cfg
 
 
+def compose_hydra_config(*overrides: str) -> DictConfig:
+    """The config with its `hydra` node (launchers, sweepers), as a multirun would see it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One data folder per test session, so the synthetic tree is generated once and reused."""

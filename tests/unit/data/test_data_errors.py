@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.data_trees import mvtec_tree, realiad_tree, visa_raw_tree, write_image, write_mask
-from tests.test_data_layouts import datamodule
+from tests.helpers.data_trees import mvtec_tree, realiad_tree, visa_raw_tree, write_image, write_mask
+from tests.unit.data.test_data_layouts import datamodule
 from uad.data import DatasetLayoutError
 
 

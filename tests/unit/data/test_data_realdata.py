@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from tests.conftest import REALDATA, compose_config
-from tests.data_trees import SIZE
-from tests.test_data_layouts import datamodule, split_counts
+from tests.helpers.data_trees import SIZE
+from tests.unit.data.test_data_layouts import datamodule, split_counts
 from uad.data import DatasetLayoutError
 from uad.pipeline import run
 

@@ -40,7 +40,7 @@ def test_binned_half_precision_run_records_its_protocol(tiny_cfg):
 def test_real_iad_runs_report_sample_level_metrics(tmp_path):
     """A miniature Real-IAD tree (tests/data_trees.py): views share sample keys, so the results carry
     S-AUROC, S-AP and S-F1max per class and their mean."""
-    from tests.data_trees import realiad_tree
+    from tests.helpers.data_trees import realiad_tree
 
     root = realiad_tree(tmp_path / "realiad")
     cfg = compose_config(

@@ -1,5 +1,6 @@
 """uad.metrics.functional against the metrics' definitions, evaluated threshold by threshold
-(tests/metric_oracle.py), and scikit-learn; the papers' 200-threshold AUPRO against the official code."""
+(tests/helpers/metric_oracle.py), and scikit-learn; the papers' 200-threshold AUPRO against the official
+code."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from bench.reference_metrics import metrics_reference
 from bench.synthetic_maps import blob_data
-from tests.metric_oracle import aupro_oracle, metrics_oracle, ranking_oracle
+from tests.helpers.metric_oracle import aupro_oracle, metrics_oracle, ranking_oracle
 from uad.metrics import aupro, compute_metrics
 from uad.metrics.functional import (
     flip_auroc,

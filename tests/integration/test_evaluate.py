@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from tests.conftest import compose_config
-
-TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 from uad import pipeline
 from uad.checkpoint import CheckpointError
 from uad.official import OfficialCheckpointError, layout_of, read_official, recognise
+
+TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 
 
 @pytest.mark.slow

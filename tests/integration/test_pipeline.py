@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tests.conftest import ROOT
 from uad import builders, pipeline
 from uad.data.synthetic import DEFECTS
 from uad.metrics import METRIC_NAMES
@@ -144,7 +145,7 @@ def test_a_user_error_prints_its_message_alone_and_exits_1(tmp_path):
             f"dataset.root={tmp_path / 'nope'}",
             f"hydra.run.dir={tmp_path}",
         ],
-        cwd=pipeline.Path(__file__).resolve().parents[1],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import compose_config
-from tests.data_trees import (
+from tests.helpers.data_trees import (
     SIZE,
     mvtec_tree,
     realiad_tree,

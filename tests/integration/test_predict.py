@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import uad
+from tests.conftest import compose_config
 from uad import builders, pipeline
 from uad.checkpoint import CheckpointError, read_checkpoint
 from uad.data.datamodule import hold_back
@@ -22,8 +23,6 @@ from uad.data.samples import Sample
 from uad.export import ExportError, export_graph, run_graph
 from uad.predict import find_images
 from uad.thresholds import Calibrator, calibrate, f1max_threshold, normalized_score
-
-from .conftest import compose_config
 
 TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 
