@@ -12,10 +12,6 @@ from uad.data.samples import (
     DatasetLayoutError,
     Sample,
 )
-from uad.utils.logging import get_logger
-
-log = get_logger(__name__)
-
 
 REALIAD_CLASSES = (
     "audiojack", "bottle_cap", "button_battery", "end_cap", "eraser", "fire_hood", "mint", "mounts", "pcb",
