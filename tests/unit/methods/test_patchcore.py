@@ -125,7 +125,8 @@ def test_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(
     assert results["mean"]["I-AUROC"] is not None
     checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     module, _ = load_module(checkpoint)
-    assert torch.load(checkpoint, weights_only=False)["epoch"] == 0  # stopped after the one fitting epoch
+    saved = torch.load(checkpoint, weights_only=False)  # re-saved by the threshold calibration at the end
+    assert saved["global_step"] == 1 and saved["epoch"] <= 1  # one fitting pass of the three epochs asked
     assert module.net.bank_class.unique().tolist() == [0, 1, 2]  # weave, nut, pill
     images = torch.randn(2, 3, 64, 64)
     assert torch.isfinite(module.net(images, torch.tensor([0, 2])).anomaly_map).all()
