@@ -45,7 +45,7 @@ def load_any(path: str | Path, cfg: DictConfig) -> tuple[AnomalyModule, DictConf
         module, cfg = load_module(path, cfg)
         return module, cfg, "uad"
     layout, _ = layout_of(checkpoint, path)
-    module, cfg = load_official(path, cfg)
+    module, cfg = load_official(path, cfg, checkpoint)
     return module, cfg, layout
 
 

@@ -319,10 +319,14 @@ def load_trainable(net: AnomalyNet, state: dict[str, Tensor], source: str) -> No
 # -- building the network -----------------------------------------------------------------------------
 
 
-def load_official(path: str | Path, cfg: DictConfig) -> tuple[AnomalyModule, DictConfig]:
+def load_official(
+    path: str | Path, cfg: DictConfig, checkpoint: dict[str, Any] | None = None
+) -> tuple[AnomalyModule, DictConfig]:
     """Our network for `cfg` (method, backbone, protocol from the command line) with every weight, the
-    frozen encoder's included, from the official checkpoint at `path`; in eval mode."""
-    checkpoint = read_official(path)
+    frozen encoder's included, from the official checkpoint at `path` (`checkpoint`: its content when the
+    caller has already read it, so a large file is read once); in eval mode."""
+    if checkpoint is None:
+        checkpoint = read_official(path)
     layout, state = layout_of(checkpoint, path)
     head = trainable_state(cfg.method.name, layout, state)
     weights = encoder_state(layout, state)
