@@ -6,6 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose_config
+from uad.builders import build_protocol
 
 GROUPS = [
     "method",
@@ -154,3 +155,19 @@ def test_command_line_choices_win_over_debug_tiny(tmp_path):
     cfg = compose_config(["debug=tiny", "method=uniad", "callbacks=default"], output_dir=tmp_path)
     assert (cfg.method.name, cfg.protocol.name, cfg.protocol.image_size) == ("uniad", "uniad224", 64)
     assert "checkpoint" in cfg.callbacks
+
+
+@pytest.mark.parametrize(
+    ("recipe", "every", "metric", "flip", "aupro_thresholds"),
+    [
+        ("uniad_mvtec", 10, "P-AUROC", True, None),  # UniAD train_val.py + eval_helper.py
+        ("uniad_visa", 10, "P-AUROC", True, None),
+        ("dualad_mvtec", 20, "I-AUROC", False, 200),  # DualAD train_val.py + cal_pro_score
+        ("dinomaly_mvtec", None, "I-AUROC", False, 200),  # Dinomaly: the last iteration, compute_pro
+    ],
+)
+def test_paper_recipes_report_as_their_papers(recipe, every, metric, flip, aupro_thresholds, tmp_path):
+    cfg = compose_config([f"experiment={recipe}"], output_dir=tmp_path, data_dir=tmp_path)
+    assert (cfg.selection.every_n_epochs, cfg.selection.metric) == (every, metric)
+    protocol = build_protocol(cfg)
+    assert (protocol.flip_auroc, protocol.aupro_thresholds) == (flip, aupro_thresholds)
