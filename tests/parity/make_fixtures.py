@@ -1,18 +1,22 @@
 """Make a parity fixture: run the official model class of one method on the CPU and record numbers only.
 
     python tests/parity/make_fixtures.py --method dinomaly --official /path/to/Dinomaly-checkout
+    python tests/parity/make_fixtures.py --method dinomaly --backbone dinov2_vitl14_reg --official ...
     python tests/parity/make_fixtures.py --method uniad --official /path/to/UniAD-checkout
     python tests/parity/make_fixtures.py --method dualad_he --official /path/to/DualAD-checkout
+    python tests/parity/make_fixtures.py --method dualad_ho --official /path/to/DualAD-checkout
 
 The checkout must be at the commit named in `OFFICIAL` (../shared/reference/methods.md), with its
 `.cuda()` calls in the reconstruction models replaced by `.cpu()` (UniAD: `models/reconstructions/uniad.py`
 lines 56 and 172; DualAD: `models/reconstructions/dualad.py` line 141); it needs `easydict` and `einops`
-on PYTHONPATH. Nothing of the official code is copied here or committed: it is imported from `--official`.
+on PYTHONPATH (Dinomaly's utils.py also imports pandas). Nothing of the official code is copied here or
+committed: it is imported from `--official`.
 
 The official model is filled by the rule in `tests/parity/seeded.py` (key order and shapes alone), the
-input is a real image through the official transform, and the fixture (tests/fixtures/parity/<method>.json)
-records the key names with shapes, the transformed input, the official map, image score, loss and two
-gradient norms, as sums and samples at fixed positions.
+input is a real image through the official transform, and the fixture (tests/fixtures/parity/<method>.json,
+`<method>_<backbone>.json` for a backbone other than the method's first) records the key names with
+shapes, the transformed input, the official map, image score, loss and gradient norms, as sums and
+samples at fixed positions.
 """
 
 from __future__ import annotations
@@ -40,7 +44,17 @@ OFFICIAL = {
     "dinomaly": ("guojiajeremy/Dinomaly", "c5c76d01a2bd7212f1c4b7dfdad14902d0f48cfe"),
     "uniad": ("zhiyuanyou/UniAD", "a5b9d9d20c2aae680fa00fe5088616b611e05f3c"),
     "dualad_he": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
+    "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
 }
+# Dinomaly's sizes as dinomaly_mvtec_uni.py sets them per encoder: (DINOv2 constructor, width, heads, taps).
+# ViT-L differs in depth (24) and in the tapped blocks; the two fused groups are the same halves.
+DINOMALY_SIZES = {
+    "dinov2_vits14_reg": ("vit_small", 384, 6, list(range(2, 10))),
+    "dinov2_vitb14_reg": ("vit_base", 768, 12, list(range(2, 10))),
+    "dinov2_vitl14_reg": ("vit_large", 1024, 16, list(range(4, 20, 2))),
+}
+BACKBONES = {"dinomaly": tuple(DINOMALY_SIZES), "uniad": ("effb4",), "dualad_he": ("wres50",)}
+BACKBONES["dualad_ho"] = BACKBONES["dualad_he"]
 SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
 
 
@@ -79,15 +93,16 @@ def grad_norms(loss: torch.Tensor, model: torch.nn.Module, keys: list[str]) -> d
     return {k: params[k].grad.norm().item() for k in keys}
 
 
-def dinomaly(official: Path) -> dict:
-    """ViTill on DINOv2-reg ViT-S/14 as in dinomaly_mvtec_uni.py, input 448 -> crop 392."""
+def dinomaly(official: Path, backbone: str) -> dict:
+    """ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES) as dinomaly_mvtec_uni.py, 448 -> crop 392."""
     from dataset import get_data_transforms
     from dinov2.models import vision_transformer as dinov2
     from models.uad import ViTill
     from models.vision_transformer import Block, LinearAttention2, bMlp
     from utils import cal_anomaly_maps, get_gaussian_kernel, global_cosine_hm_percent
 
-    encoder = dinov2.vit_small(
+    arch, dim, heads, taps = DINOMALY_SIZES[backbone]
+    encoder = getattr(dinov2, arch)(
         patch_size=14,
         img_size=518,
         block_chunks=0,
@@ -96,14 +111,14 @@ def dinomaly(official: Path) -> dict:
         interpolate_antialias=False,
         interpolate_offset=0.1,
     )
-    bottleneck = torch.nn.ModuleList([bMlp(384, 384 * 4, 384, drop=0.2)])
+    bottleneck = torch.nn.ModuleList([bMlp(dim, dim * 4, dim, drop=0.2)])
     norm = partial(torch.nn.LayerNorm, eps=1e-8)
     decoder = torch.nn.ModuleList(
-        Block(dim=384, num_heads=6, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm, attn=LinearAttention2)
+        Block(dim=dim, num_heads=heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm, attn=LinearAttention2)
         for _ in range(8)
     )
     groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
-    model = ViTill(encoder, bottleneck, decoder, [2, 3, 4, 5, 6, 7, 8, 9], groups, groups, 0)
+    model = ViTill(encoder, bottleneck, decoder, taps, groups, groups, 0)
     rebuild = fill(model)
     model.eval()
     transform, _ = get_data_transforms(448, 392)
@@ -119,7 +134,7 @@ def dinomaly(official: Path) -> dict:
     loss = global_cosine_hm_percent(en, de, p=0.9, factor=0.1)
     grads = grad_norms(loss, model, ["bottleneck.0.fc1.weight", "decoder.0.attn.qkv.weight"])
     return {
-        "config": {"method": "dinomaly", "backbone": "dinov2_vits14_reg", "protocol": "dinomaly"},
+        "config": {"method": "dinomaly", "backbone": backbone, "protocol": "dinomaly"},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -132,8 +147,9 @@ def dinomaly(official: Path) -> dict:
     }
 
 
-def _helper_model(config_path: Path):
-    """The official ModelHelper built from the MVTec config with `pretrained: False`."""
+def _helper_model(config_path: Path, **reconstruction):
+    """The official ModelHelper built from the MVTec config with `pretrained: False` and the reconstruction's
+    kwargs updated by `reconstruction` (a None value removes the key)."""
     import yaml
     from easydict import EasyDict
     from models.model_helper import ModelHelper
@@ -141,6 +157,12 @@ def _helper_model(config_path: Path):
 
     config = EasyDict(yaml.safe_load(config_path.read_text()))
     config.net[0].kwargs.pretrained = False
+    kwargs = next(n for n in config.net if n.name == "reconstruction").kwargs
+    for key, value in reconstruction.items():
+        if value is None:
+            kwargs.pop(key)
+        else:
+            kwargs[key] = value
     config = update_config(config)
     model = ModelHelper(config.net)
     model.device = torch.device("cpu")
@@ -164,7 +186,7 @@ def _max_avgpool(pred: torch.Tensor) -> float:
     return F.avg_pool2d(pred, (16, 16), stride=1).flatten(1).max(dim=1)[0].item()
 
 
-def uniad(official: Path) -> dict:
+def uniad(official: Path, backbone: str) -> dict:
     """UniAD with its MVTec config: EfficientNet-B4 (lukemelas) blocks 1/5/9/21, MFCN, 4+4 layers, 224."""
     model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
     model.reconstruction.save_recon = None
@@ -191,9 +213,10 @@ def uniad(official: Path) -> dict:
     }
 
 
-def dualad_he(official: Path) -> dict:
-    """DualAD-He with its MVTec config: WideResNet-50 layer1-3, MFAA, MLP WSN + memories, NDN 4+4, 224."""
-    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
+def _dualad(official: Path, method: str, grad_keys: list[str], **reconstruction) -> dict:
+    """DualAD with its MVTec config (WideResNet-50 layer1-3, MFAA, NDN 4+4, 224), the WSN as `reconstruction`
+    sets it."""
+    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml", **reconstruction)
     rebuild = fill(model)  # DualAD saves without the DDP prefix
     model.eval()
     image = _cv2_input("cv2")
@@ -203,9 +226,9 @@ def dualad_he(official: Path) -> dict:
         F.mse_loss(r, a)
         for r, a in zip(out["feature_rec"].split(levels, 1), out["feature_align"].split(levels, 1))
     )
-    grads = grad_norms(loss, model, ["reconstruction.in_proj.0.weight", "reconstruction.out_proj.2.weight"])
+    grads = grad_norms(loss, model, grad_keys)
     return {
-        "config": {"method": "dualad_he", "backbone": "wres50", "protocol": "dualad_he"},
+        "config": {"method": method, "backbone": "wres50", "protocol": method},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -219,16 +242,47 @@ def dualad_he(official: Path) -> dict:
     }
 
 
+def dualad_he(official: Path, backbone: str) -> dict:
+    """DualAD-He, the released config: MLP WSN + memories."""
+    return _dualad(
+        official, "dualad_he", ["reconstruction.in_proj.0.weight", "reconstruction.out_proj.2.weight"]
+    )
+
+
+def dualad_ho(official: Path, backbone: str) -> dict:
+    """DualAD-Ho: no config is released; the released He config with a transformer WSN of 2 + 2 layers and
+    no memory, the settings that reproduce the paper's Ho parameter counts (conf/method/dualad_ho.yaml)."""
+    grad_keys = [
+        "reconstruction.in_proj.weight",
+        "reconstruction.proj_decoder.learned_queries.0.weight",
+        "reconstruction.out_proj.weight",
+    ]
+    return _dualad(
+        official,
+        "dualad_ho",
+        grad_keys,
+        proj_type="transformer",
+        num_in_proj_layers=2,
+        num_out_proj_layers=2,
+        memory_module=None,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
+    parser.add_argument("--backbone", help="default: the method's first in BACKBONES")
     parser.add_argument("--official", type=Path, required=True, help="checkout of the official repository")
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "parity")
     args = parser.parse_args()
     sys.path.insert(0, str(args.official.resolve()))
     torch.manual_seed(0)
     np.random.seed(0)
-    record = globals()[args.method](args.official.resolve())
+    backbone = args.backbone or BACKBONES[args.method][0]
+    if backbone not in BACKBONES[args.method]:
+        parser.error(f"--backbone for {args.method}: one of {BACKBONES[args.method]}")
+    name = args.method if backbone == BACKBONES[args.method][0] else f"{args.method}_{backbone}"
+    record = globals()[args.method](args.official.resolve(), backbone)
     repo, commit = OFFICIAL[args.method]
     record = {
         "method": args.method,
@@ -237,9 +291,9 @@ def main() -> None:
         **record,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, array in record.pop("arrays", {}).items():
-        np.save(args.out / f"{args.method}_{name}.npy", array.astype(np.float32))
-    path = args.out / f"{args.method}.json"
+    for key, array in record.pop("arrays", {}).items():
+        np.save(args.out / f"{name}_{key}.npy", array.astype(np.float32))
+    path = args.out / f"{name}.json"
     path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
     print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, image score {record['outputs']['image_score']:.6g}")
     assert math.isfinite(record["outputs"]["image_score"])

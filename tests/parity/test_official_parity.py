@@ -25,7 +25,15 @@ from uad.data.transforms import InputTransform
 from uad.official import load_official
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
-METHODS = ("dinomaly", "uniad", "dualad_he")
+# One fixture per official configuration: Dinomaly at the three DINOv2-reg sizes (ViT-L taps other blocks).
+NAMES = (
+    "dinomaly",
+    "dinomaly_dinov2_vitb14_reg",
+    "dinomaly_dinov2_vitl14_reg",
+    "uniad",
+    "dualad_he",
+    "dualad_ho",
+)
 # Official trainable key -> ours, for the gradient norms the fixtures record.
 GRAD_KEYS = {
     "bottleneck.0.fc1.weight": "bottleneck.fc1.weight",
@@ -34,6 +42,9 @@ GRAD_KEYS = {
     "output_proj.weight": "output_proj.weight",
     "reconstruction.in_proj.0.weight": "wsn_in.net.0.weight",
     "reconstruction.out_proj.2.weight": "wsn_out.net.2.weight",
+    "reconstruction.in_proj.weight": "wsn_in.proj.weight",
+    "reconstruction.proj_decoder.learned_queries.0.weight": "wsn_out.queries.0",
+    "reconstruction.out_proj.weight": "wsn_out.proj.weight",
 }
 
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/realdata")
@@ -58,9 +69,9 @@ def assert_matches(ours: torch.Tensor, official: dict, rtol: float, atol: float 
     assert flat.sum().item() == pytest.approx(official["sum"], rel=rtol, abs=atol * flat.numel())
 
 
-def imported(method: str, tmp_path: Path):
-    """(fixture, our module loaded from the official file, its protocol)."""
-    fixture = json.loads((FIXTURES / f"{method}.json").read_text())
+def imported(name: str, tmp_path: Path):
+    """(fixture `name`, our module loaded from the official file, its protocol)."""
+    fixture = json.loads((FIXTURES / f"{name}.json").read_text())
     config = fixture["config"]
     cfg = compose_config(
         [f"method={config['method']}", f"backbone={config['backbone']}", f"protocol={config['protocol']}"],
@@ -87,10 +98,10 @@ def check_outputs(net, output, protocol, outputs: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["dinomaly", "uniad", "dualad_he"])
-def test_official_checkpoint_gives_the_official_numbers(method, tmp_path):
+@pytest.mark.parametrize("name", NAMES)
+def test_official_checkpoint_gives_the_official_numbers(name, tmp_path):
     """End to end: the real image through our input pipeline, the imported network and our protocol."""
-    fixture, module, protocol = imported(method, tmp_path)
+    fixture, module, protocol = imported(name, tmp_path)
     keys = {k: v for k, v in protocol.input_pipeline.items() if k != "label_rule"}
     transform = InputTransform(protocol.image_size, protocol.crop_size, **keys)
     rgb = np.asarray(Image.open(REALDATA / fixture["image"]).convert("RGB"))

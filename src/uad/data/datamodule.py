@@ -71,7 +71,8 @@ class AnomalyDataModule(LightningDataModule):
     `views`; VisA `split_csv`). setting: "unified" (one model for all classes) or "separate" (the pipeline
     trains one per class). strict: the counts of an official dataset must match the reference (false:
     partial copies).
-    image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, label_rule: the
+    image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, mask_decode,
+    label_rule: the
     protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each paper's steps).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
@@ -102,6 +103,7 @@ class AnomalyDataModule(LightningDataModule):
         mask_resize: str = "cv2_nearest",
         mask_rule: str = "binarize_first",
         mask_threshold: float = 0.5,
+        mask_decode: str = "uad",
         label_rule: str = "folder",
         cache: bool = False,
         check_images: bool = True,
@@ -134,7 +136,7 @@ class AnomalyDataModule(LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.transform = InputTransform(
-            image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold
+            image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, mask_decode
         )
         self.label_rule = label_rule
         self.augment = list(augment or [])

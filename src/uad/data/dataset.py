@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from uad.data.masks import DecodedMask, decode_mask
 from uad.data.samples import DatasetLayoutError, Sample
 from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
 from uad.utils.logging import get_logger
@@ -79,31 +80,16 @@ def check_images(samples: Sequence[Sample], threads: int = 4) -> None:
         )
 
 
-def read_mask(sample: Sample) -> np.ndarray:
-    """The mask file as one (H, W) array: colour masks use their channel maximum; an alpha channel is
-    ignored unless the colour channels are all zero (a mask drawn in transparency)."""
-    try:
-        with Image.open(sample.mask_path) as img:
-            mask = np.asarray(img)
-            has_alpha = img.mode in ("LA", "RGBA", "PA")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DatasetLayoutError(
-            f"cannot read mask '{sample.mask_path}' ({err}). Replace the file (single-channel PNG, 0 = good)."
-        ) from err
-    if mask.ndim == 3:
-        colour = mask[..., :-1] if has_alpha else mask
-        mask = colour.max(axis=2) if colour.any() or not has_alpha else mask[..., -1]
-    return mask
-
-
-def load_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
-    """The mask file's values (H, W), checked against its image's size; None for an image without a mask."""
+def load_mask(sample: Sample, shape: tuple[int, int], decode: str = "uad") -> DecodedMask | None:
+    """The mask file decoded by `decode` (`uad.data.masks`), checked against its image's size; None for an
+    image without a mask."""
     if sample.mask_path is None:
         return None
-    mask = read_mask(sample)
-    if mask.shape != shape:
+    mask = decode_mask(sample.mask_path, decode, sample.mask_kind == "labels")
+    if mask.values.shape[:2] != shape:
+        height, width = mask.values.shape[:2]
         raise DatasetLayoutError(
-            f"mask '{sample.mask_path}' is {mask.shape[1]}x{mask.shape[0]} but its image '{sample.path}' is "
+            f"mask '{sample.mask_path}' is {width}x{height} but its image '{sample.path}' is "
             f"{shape[1]}x{shape[0]}; save the mask at its image's size."
         )
     return mask
@@ -148,11 +134,10 @@ class AnomalyDataset(Dataset):
             return self.cache[index]
         sample = self.samples[index]
         image = load_image(sample)
-        mask = load_mask(sample, image.shape[:2])
-        if mask is None:
-            mask = np.zeros(image.shape[:2], dtype=np.uint8)
-        levels = self.transform.mask_levels(mask, sample.mask_kind == "labels")
-        image, mask = self.transform.resized(image, levels)
+        decoded = load_mask(sample, image.shape[:2], self.transform.mask_decode)
+        values = np.zeros(image.shape[:2], dtype=np.uint8) if decoded is None else decoded.values
+        levels = self.transform.mask_levels(values, sample.mask_kind == "labels")
+        image, mask = self.transform.resized(image, levels, decoded is not None and decoded.nearest)
         if sample.label == 1 and sample.mask_path is not None and not mask.any():
             self._log_empty_mask(sample, bool(levels.any()))
         return image, mask

@@ -24,6 +24,9 @@ The three official pipelines differ in ways that move pixel metrics (read from t
   `ToTensor` (/255), then `.numpy().astype(int)`: truncation, so only grey level 255 is a defect. Label: the
   folder. Here: `resize=cv2, mask_resize=cv2_nearest, mask_rule=resize_then_truncate`.
 
+Each reads the mask file its own way (`protocol.mask_decode`: Dinomaly `pil`, UniAD and DualAD `cv2_gray`);
+`uad.data.masks` says what each makes of colour, palette and 16-bit masks.
+
 Ours by default (`resize=cv2, mask_resize=cv2_nearest, mask_rule=binarize_first`): binarise at
 `mask_threshold` x the mask's maximum at full size, then resize nearest; robust to masks saved as 0/1 or with
 soft edges. Masks that are label maps (values 1..k, VisA's raw masks) or not 8-bit enter every rule as
@@ -43,6 +46,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from uad.data.masks import MASK_DECODES
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 
 RESIZES = ("cv2", "pil")
@@ -62,8 +66,9 @@ MASK_FILTERS = {
 
 
 def resize_array(array: np.ndarray, size: int, library: str, interpolation: int) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3) -> (size, size[, 3]): `cv2.resize`, or `PIL.Image.resize` (what torchvision's
-    `Resize` calls on a PIL image; its filters always antialias when shrinking)."""
+    """(H, W[, C]) -> (size, size[, C]): `cv2.resize`, or `PIL.Image.resize` (what torchvision's `Resize`
+    calls on a PIL image; its filters always antialias when shrinking) on the image `Image.fromarray` makes
+    (uint8 L, LA, RGB, RGBA; uint16 I;16)."""
     if library == "cv2":
         return cv2.resize(array, (size, size), interpolation=interpolation)
     return np.array(Image.fromarray(array).resize((size, size), interpolation))  # writable, for torch
@@ -84,7 +89,10 @@ class InputTransform:
     mask_resize: `cv2_nearest`, `pil_nearest` or `pil_bilinear`, applied to the mask's grey levels.
     mask_rule: `binarize_first` (> mask_threshold x the maximum at full size, resize, keep >= 128);
     `resize_then_threshold` (resize the grey levels, keep > mask_threshold x 255); `resize_then_truncate`
-    (resize, keep 255 only: int(level / 255)).
+    (resize, keep 255 only: int(level / 255)). A mask of several channels (`mask_decode=pil`) counts a
+    pixel whose largest channel passes; a 16-bit one is compared at 16 bits (threshold x 65535).
+    mask_decode: how the mask file is read (`uad.data.masks`): `uad`, `pil` (Dinomaly), `cv2_gray` (UniAD,
+    DualAD).
     """
 
     image_size: int
@@ -94,12 +102,14 @@ class InputTransform:
     mask_resize: str = "cv2_nearest"
     mask_rule: str = "binarize_first"
     mask_threshold: float = 0.5
+    mask_decode: str = "uad"
 
     def __post_init__(self) -> None:
         check_choice("resize", self.resize, RESIZES)
         check_choice("interpolation", self.interpolation, CV2_FILTERS)
         check_choice("mask_resize", self.mask_resize, MASK_FILTERS)
         check_choice("mask_rule", self.mask_rule, MASK_RULES)
+        check_choice("mask_decode", self.mask_decode, MASK_DECODES)
         if not 0.0 <= self.mask_threshold < 1.0:
             raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
         if self.crop_size is not None and self.crop_size > self.image_size:
@@ -113,30 +123,40 @@ class InputTransform:
         return self.crop_size or self.image_size
 
     def mask_levels(self, mask: np.ndarray, labels: bool = False) -> np.ndarray:
-        """A mask file's values (H, W) -> uint8 grey levels (H, W) to resize: binary 0/255 for
-        `binarize_first`, label maps and non-8-bit masks; the file's own levels otherwise."""
+        """A mask file's decoded values (H, W[, C]) -> the levels to resize: binary 0/255 (H, W) for
+        `binarize_first`, label maps and (but with `mask_decode=pil`) non-8-bit masks; the decoded values
+        otherwise (with `pil`: the file's channels and bit depth, as Dinomaly resizes them)."""
         if self.mask_rule == "binarize_first" and not labels:
+            mask = mask.max(axis=2) if mask.ndim == 3 else mask
             return np.where(mask > self.mask_threshold * mask.max(), 255, 0).astype(np.uint8)
-        if labels or mask.dtype != np.uint8:
+        if labels or (mask.dtype != np.uint8 and self.mask_decode != "pil"):
             return np.where(mask > 0, 255, 0).astype(np.uint8)
         return mask
 
     def binarize(self, levels: np.ndarray) -> np.ndarray:
-        """Resized grey levels -> uint8 {0, 1} by `mask_rule`."""
+        """Resized levels (s, s[, C]) -> uint8 {0, 1} (s, s) by `mask_rule`, on the largest channel."""
+        levels = levels.max(axis=2) if levels.ndim == 3 else levels
+        full = 255 if levels.dtype == np.uint8 else 65535
         if self.mask_rule == "binarize_first":
             return (levels >= 128).astype(np.uint8)
         if self.mask_rule == "resize_then_truncate":
-            return (levels == 255).astype(np.uint8)
-        return (levels > self.mask_threshold * 255).astype(np.uint8)
+            return (levels == full).astype(np.uint8)
+        return (levels > self.mask_threshold * full).astype(np.uint8)
 
-    def resized(self, image: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Image (H, W, 3) uint8 and mask grey levels (H, W) -> image (s, s, 3) uint8 and binary mask (s, s)
-        uint8 at s = image_size: the cacheable stage."""
+    def resized(
+        self, image: np.ndarray, levels: np.ndarray, nearest: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image (H, W, 3) uint8 and mask levels (H, W[, C]) -> image (s, s, 3) uint8 and binary mask (s, s)
+        uint8 at s = image_size: the cacheable stage. `nearest`: the mask is resized by nearest neighbour
+        whatever `mask_resize` says (PIL does so for a palette or 1-bit file, `uad.data.masks`)."""
         filters = CV2_FILTERS if self.resize == "cv2" else PIL_FILTERS
         image = resize_array(image, self.image_size, self.resize, filters[self.interpolation])
         if not levels.any():
             return image, np.zeros(image.shape[:2], dtype=np.uint8)
-        return image, self.binarize(resize_array(levels, self.image_size, *MASK_FILTERS[self.mask_resize]))
+        library, mask_filter = MASK_FILTERS[self.mask_resize]
+        if nearest:
+            mask_filter = cv2.INTER_NEAREST if library == "cv2" else Image.Resampling.NEAREST
+        return image, self.binarize(resize_array(levels, self.image_size, library, mask_filter))
 
     def finish(self, image: np.ndarray, mask: np.ndarray) -> tuple[Tensor, Tensor]:
         """Resized image and binary mask -> image (3, c, c) float32, ImageNet-normalised, and mask (1, c, c)

@@ -41,6 +41,8 @@ class EvalProtocol:
     `resize_then_threshold` (resize the grey levels, then > mask_threshold x 255: Dinomaly, UniAD) or
     `resize_then_truncate` (resize, then only grey level 255: DualAD's int(mask / 255)).
     mask_threshold: see mask_rule (0 = any value > 0).
+    mask_decode: how a mask file is read: `uad` (ours), `pil` (Dinomaly: the file's own channels, palette
+    indices, 16 bits) or `cv2_gray` (UniAD, DualAD: OpenCV's grey conversion); see `uad.data.masks`.
     label_rule: `folder` (the dataset's good / defective) or `mask` (defective iff the mask at the input size
     has a defect pixel: UniAD). `uad.data.transforms` writes out each paper's steps.
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
@@ -69,6 +71,7 @@ class EvalProtocol:
     mask_resize: str = "cv2_nearest"
     mask_rule: str = "binarize_first"
     mask_threshold: float = 0.5
+    mask_decode: str = "uad"
     label_rule: str = "folder"
     eval_size: int | None = None
     smoothing_sigma: float = 0.0
@@ -125,7 +128,7 @@ class EvalProtocol:
     @property
     def input_pipeline(self) -> dict:
         """The input keys the data module takes besides sizes and mask_threshold (resize, masks, labels)."""
-        keys = ("resize", "interpolation", "mask_resize", "mask_rule", "label_rule")
+        keys = ("resize", "interpolation", "mask_resize", "mask_rule", "mask_decode", "label_rule")
         return {key: getattr(self, key) for key in keys}
 
     def as_dict(self) -> dict:

@@ -3,6 +3,7 @@ Real-IAD's normal rule, sample keys and view filter, and users' untidy folders."
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -173,6 +174,23 @@ def test_realiad_multiview_split_labels_keys_and_views(tmp_path, nested):
     item = dm.test_set[next(i for i, s in enumerate(test) if s.label)]
     assert item["sample_key"] == "audiojack_0004_NG_AK" and item["view"] in ("C1", "C2")
     assert_masks_pair_with_their_images(dm.test_set)
+
+
+def test_realiad_labels_under_dinomaly_are_dinomalys(tmp_path):
+    """Dinomaly's RealIADDataset (dataset.py): label = `anomaly_class != 'OK'`; the mask file is read only
+    for those views, the others get zeros (C3 of the NG sample has a mask file but is labelled OK). Under
+    protocol=dinomaly every test view gets that label and mask."""
+    root = realiad_tree(tmp_path / "realiad", nested=True)
+    overrides = ("dataset.images=realiad_256", "protocol=dinomaly", "protocol.crop_size=null")
+    dm = datamodule(tmp_path, "realiad", root, *overrides)
+    split = json.loads((root / "realiad_jsons" / "realiad_jsons" / "audiojack.json").read_text())
+    dinomaly = {e["image_path"]: (e["anomaly_class"] != "OK", e["mask_path"]) for e in split["test"]}
+    assert len(dm.test_set) == len(dinomaly) == 10
+    for i, sample in enumerate(dm.test_set.samples):
+        label, _ = dinomaly[sample.path.relative_to(root / "realiad_256" / "audiojack").as_posix()]
+        item = dm.test_set[i]
+        assert item["label"] == label and bool(item["mask"].any()) == label
+    assert any(not label and mask for label, mask in dinomaly.values())  # C3: a mask file, labelled OK
 
 
 def test_realiad_single_view_variant_and_view_filter(tmp_path):

@@ -3,7 +3,8 @@
 The official steps are written out here from each repository's data code (listed in `uad.data.transforms`)
 with the libraries it calls: torchvision transforms on PIL images, cv2 reading and resizing. The data is a
 textured image of odd size (RGB and grayscale) and masks with soft edges, isolated pixels of several grey
-levels and a lone pixel that a nearest-neighbour resize to 224 may drop.
+levels and a lone pixel that a nearest-neighbour resize to 224 may drop, saved as grey, colour, RGBA,
+palette and 16-bit files (each official loader decodes those its own way: `uad.data.masks`).
 """
 
 from __future__ import annotations
@@ -50,10 +51,31 @@ def soft_mask() -> np.ndarray:
     return mask
 
 
+def mask_files() -> dict[str, Image.Image]:
+    """The soft mask as other files: in the red channel (plus a green-only square); RGBA, opaque; RGBA
+    drawn in transparency (colour 0, alpha = the mask); a palette (indices = mask // 64, colours black,
+    dark red, black, white); 16 bits (x 257, plus a square saved as 1)."""
+    mask = soft_mask()
+    zero = np.zeros_like(mask)
+    green = zero.copy()
+    green[400:420, 300:320] = 255
+    palette = Image.fromarray(mask // 64, "P")
+    palette.putpalette([0, 0, 0, 100, 0, 0, 0, 0, 0, 255, 255, 255])
+    deep = mask.astype(np.uint16) * 257
+    deep[20:60, 20:60] = 1
+    return {
+        "red": Image.fromarray(np.dstack([mask, green, zero])),
+        "opaque": Image.fromarray(np.dstack([mask, mask, mask, np.full_like(mask, 255)])),
+        "drawn": Image.fromarray(np.dstack([zero, zero, zero, mask])),
+        "palette": palette,
+        "deep": Image.fromarray(deep),
+    }
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     """An MVTec-layout class: one training image, a good RGB and a good grayscale test image, a defect with
-    the soft mask and a defect whose mask is one pixel."""
+    the soft mask, a defect whose mask is one pixel, and one defect per file kind of `mask_files`."""
     root = tmp_path_factory.mktemp("inputs")
     files = {
         "train/good/000.png": Image.fromarray(texture(0)),
@@ -66,6 +88,9 @@ def tree(tmp_path_factory) -> Path:
     dot = np.zeros((HEIGHT, WIDTH), np.uint8)
     dot[DOT] = 255
     files["ground_truth/dot/000_mask.png"] = Image.fromarray(dot)
+    for i, (kind, mask) in enumerate(mask_files().items()):
+        files[f"test/{kind}/000.png"] = Image.fromarray(texture(5 + i))
+        files[f"ground_truth/{kind}/000_mask.png"] = mask
     for name, image in files.items():
         path = root / "part" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,15 +100,16 @@ def tree(tmp_path_factory) -> Path:
 
 def dinomaly_official(image_path, mask_path, label):
     """guojiajeremy/Dinomaly: torchvision Resize((448, 448)) on the PIL image, ToTensor, CenterCrop(392),
-    Normalize; the mask: Resize((448, 448)) (bilinear) on the PIL mask, CenterCrop(392), ToTensor; at
-    evaluation nearest to 256 and > 0. Label: the folder."""
+    Normalize; the mask: Resize((448, 448)) (bilinear) on the PIL mask as opened, CenterCrop(392), ToTensor;
+    at evaluation nearest to 256, > 0, the maximum over channels. Label: the folder."""
     image = T.Resize((448, 448))(Image.open(image_path).convert("RGB"))
     x = T.Normalize(MEAN, STD)(T.CenterCrop(392)(T.ToTensor()(image)))
     if mask_path is None:
         gt = torch.zeros(1, 392, 392)
     else:
         gt = T.ToTensor()(T.CenterCrop(392)(T.Resize((448, 448))(Image.open(mask_path))))
-    return x, F.interpolate(gt[None], size=256, mode="nearest")[0, 0] > 0, label
+    gt = F.interpolate(gt[None].float(), size=256, mode="nearest")[0] != 0  # int16 for a 16-bit file
+    return x, gt.amax(0), label
 
 
 def uniad_official(image_path, mask_path, label):
@@ -112,13 +138,20 @@ def dualad_official(image_path, mask_path, label):
 
 
 def ours_written_out(image_path, mask_path, label):
-    """The r224 default: PIL decode, cv2.resize bilinear to 224; the mask > half its maximum at full size,
+    """The r224 default: PIL decode, cv2.resize bilinear to 224; the mask (a palette by its colours, colour
+    by its largest colour channel, alpha where the colour is all zero) > half its maximum at full size,
     then cv2 INTER_NEAREST. Label: the folder."""
     rgb = np.asarray(Image.open(image_path).convert("RGB"))
     x = T.Normalize(MEAN, STD)(T.ToTensor()(cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_LINEAR)))
     if mask_path is None:
         return x, torch.zeros(224, 224, dtype=torch.bool), label
-    grey = np.asarray(Image.open(mask_path))
+    img = Image.open(mask_path)
+    img = img.convert("RGB") if img.mode == "P" else img
+    grey = np.asarray(img)
+    if img.mode == "RGBA":
+        grey = grey[..., :3].max(axis=2) if grey[..., :3].any() else grey[..., 3]
+    elif grey.ndim == 3:
+        grey = grey.max(axis=2)
     binary = (grey > 0.5 * grey.max()).astype(np.uint8)
     return x, torch.from_numpy(cv2.resize(binary, (224, 224), interpolation=cv2.INTER_NEAREST)) > 0, label
 
@@ -165,8 +198,31 @@ def test_preset_input_equals_the_official_steps(tmp_path, tree, preset, cache):
         labels[sample.defect] = item["label"]
     train = dm.train_set.samples[0]
     assert (dm.train_set[0]["image"] - OFFICIAL[preset](train.path, None, 0)[0]).abs().max() <= 1e-6
-    # the lone-pixel defect: UniAD's label comes from its 224 mask, where PIL's nearest pick drops it
-    assert labels == {"good": 0, "crack": 1, "dot": 0 if preset == "uniad224" else 1}
+    # the lone-pixel defect: UniAD's label comes from its 224 mask, where PIL's nearest pick drops it; so
+    # is the mask drawn in transparency, which OpenCV reads as grey 0
+    uniad = preset == "uniad224"
+    assert labels == {"good": 0, "crack": 1, "dot": int(not uniad), "drawn": int(not uniad)} | {
+        kind: 1 for kind in ("red", "opaque", "palette", "deep")
+    }
+
+
+def test_mask_files_differ_as_the_official_decoders_do(tmp_path, tree):
+    """Defect pixels (at the metric size) per mask file: Dinomaly counts an opaque RGBA file everywhere and
+    a palette by its indices (UniAD by its colours); DualAD keeps only grey 255, so the red mask (grey 76)
+    is empty; a 16-bit square saved as 1 is lost by OpenCV's high byte; the mask drawn in transparency is
+    empty for OpenCV, ours reads its alpha."""
+    counts = {}
+    for preset in ("dinomaly392", "uniad224", "dualad224", "r224"):
+        dm, protocol = datamodule(tmp_path / preset, tree, f"protocol={preset}")
+        for i, sample in enumerate(dm.test_set.samples):
+            mask = protocol.masks_for_eval(dm.test_set[i]["mask"][None])[0]
+            counts[preset, sample.defect] = int(mask.sum()), mask.numel()
+    assert counts["dinomaly392", "opaque"][0] == counts["dinomaly392", "opaque"][1]
+    assert counts["dualad224", "red"][0] == 0 < counts["uniad224", "red"][0]
+    assert counts["uniad224", "drawn"][0] == counts["dualad224", "drawn"][0] == 0 < counts["r224", "drawn"][0]
+    assert counts["uniad224", "palette"][0] < counts["dinomaly392", "palette"][0]  # index 2 is black
+    assert counts["uniad224", "deep"][0] == counts["uniad224", "crack"][0]  # the 1s vanish
+    assert counts["r224", "opaque"] == counts["r224", "crack"] < counts["r224", "red"]  # + the green square
 
 
 def test_soft_mask_rules_differ_as_the_papers_do():
