@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from uad.data.datamodule import AnomalyDataModule
 from uad.data.feature_cache import FeatureCache
@@ -27,9 +29,12 @@ def build_protocol(cfg: DictConfig) -> EvalProtocol:
     return EvalProtocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
 
 
-def build_encoder(cfg: DictConfig, protocol: EvalProtocol) -> Encoder:
-    """The frozen encoder; `backbone.channels_last=true` stores a CNN's weights channels-last (NHWC), the
-    layout of the tensor-core convolution kernels on a GPU, so its convolutions run in that layout."""
+def build_encoder(
+    cfg: DictConfig, protocol: EvalProtocol, weights: Mapping[str, Tensor] | None = None
+) -> Encoder:
+    """The frozen encoder; `weights` (a state dict already in memory, e.g. from an official checkpoint)
+    replaces `backbone.weights`. `backbone.channels_last=true` stores a CNN's weights channels-last (NHWC),
+    the layout of the tensor-core convolution kernels on a GPU, so its convolutions run in that layout."""
     backbone = cfg.backbone
     taps = backbone.get("taps")
     if taps is None:
@@ -37,7 +42,7 @@ def build_encoder(cfg: DictConfig, protocol: EvalProtocol) -> Encoder:
     encoder = Encoder(
         backbone.name,
         pretrained=backbone.pretrained,
-        weights=backbone.get("weights"),
+        weights=weights if weights is not None else backbone.get("weights"),
         taps=taps,
         input_size=protocol.input_size,
     )

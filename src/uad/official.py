@@ -53,7 +53,6 @@ from __future__ import annotations
 import _compat_pickle
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,6 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
 from uad.builders import build_encoder, build_module, build_net, build_protocol
-from uad.encoders.weights import load_into
 from uad.methods.base import AnomalyNet
 from uad.module import AnomalyModule
 from uad.utils.logging import get_logger
@@ -338,21 +336,11 @@ def load_official(
 
 
 def _net_with_encoder_weights(cfg: DictConfig, weights: dict[str, Tensor], source: str) -> AnomalyNet:
-    """The network with its encoder loaded from `weights`: directly where they carry the encoder's own
-    key names (torchvision ResNets; the official DualAD backbone lacks the unused `fc`), otherwise through
-    the `backbone.weights=` route (lukemelas EfficientNet, the DINOv2 layout) from a temporary file."""
+    """The network with its encoder built from `weights` in memory, through the `backbone.weights=` route
+    (timm and torchvision names, lukemelas EfficientNet, the DINOv2 layout): no temporary file, one build."""
     build_cfg = cfg.copy()
     with open_dict(build_cfg):
         build_cfg.backbone.pretrained, build_cfg.backbone.weights = False, None
-    net = build_net(build_cfg, build_encoder(build_cfg, build_protocol(build_cfg)))
-    if not set(net.encoder.net.state_dict()) <= set(weights):
-        with tempfile.TemporaryDirectory() as tmp:
-            file = Path(tmp) / "encoder.pth"
-            torch.save(weights, file)
-            with open_dict(build_cfg):
-                build_cfg.backbone.weights = str(file)
-            net = build_net(build_cfg, build_encoder(build_cfg, build_protocol(build_cfg)))
-    else:
-        load_into(net.encoder.net, weights, source)
-    net.encoder.weights_source = source
-    return net
+    encoder = build_encoder(build_cfg, build_protocol(build_cfg), weights=weights)
+    encoder.weights_source = source
+    return build_net(build_cfg, encoder)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import timm
 import torch
@@ -35,7 +35,7 @@ class Encoder(nn.Module):
         self,
         name: str,
         pretrained: bool = True,
-        weights: str | None = None,
+        weights: str | Mapping[str, Tensor] | None = None,
         taps: Sequence[int] | None = None,
         input_size: int = 224,
     ) -> None:
@@ -64,7 +64,7 @@ class Encoder(nn.Module):
 
     # -- construction -----------------------------------------------------------------------------
 
-    def _build_cnn(self, pretrained: bool, weights: str | None) -> nn.Module:
+    def _build_cnn(self, pretrained: bool, weights: str | Mapping[str, Tensor] | None) -> nn.Module:
         spec = self.spec
         kwargs = {"features_only": True, "out_indices": self.taps}
         if pretrained and weights is None and spec.package is None:
@@ -73,11 +73,11 @@ class Encoder(nn.Module):
             net = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
             if pretrained or weights is not None:
                 path = weights if weights is not None else package_weights_path(spec)
+                self.weights_source = _source(path)
                 with torch.device("meta"):
                     full = timm.create_model(spec.timm_name, pretrained=False)
-                state = match_keys(read_state_dict(path, spec), full, f"weights '{path}'")
-                load_into(net, state, f"weights '{path}'")
-                self.weights_source = str(path)
+                state = match_keys(read_state_dict(path, spec), full, f"weights '{self.weights_source}'")
+                load_into(net, state, f"weights '{self.weights_source}'")
         if isinstance(net, EfficientNetFeatures):  # it runs every block; keep those up to the last tap
             last = net.feature_info.module_name()[-1]  # e.g. "blocks.4"
             net.blocks = net.blocks[: int(last.split(".")[1]) + 1 if last.startswith("blocks.") else 0]
@@ -85,7 +85,7 @@ class Encoder(nn.Module):
             freeze_same_padding(net, spec.native_size)
         return net
 
-    def _build_vit(self, pretrained: bool, weights: str | None) -> nn.Module:
+    def _build_vit(self, pretrained: bool, weights: str | Mapping[str, Tensor] | None) -> nn.Module:
         spec = self.spec
         patch = spec.patch_size
         if self.input_size % patch:
@@ -105,9 +105,9 @@ class Encoder(nn.Module):
             if weights is not None:
                 from timm.models.vision_transformer import checkpoint_filter_fn
 
+                self.weights_source = _source(weights)
                 state = checkpoint_filter_fn(read_state_dict(weights, spec), net)
-                load_into(net, state, f"weights '{weights}'")
-                self.weights_source = str(weights)
+                load_into(net, state, f"weights '{self.weights_source}'")
         net.blocks = net.blocks[: max(self.taps) + 1]  # the encoder runs only up to its last tap
         net.norm = nn.Identity()
         return net
@@ -183,6 +183,11 @@ class Encoder(nn.Module):
     def feature_maps(self, images: Tensor) -> list[Tensor]:
         feats = self(images)
         return feats if self.spec.kind == "cnn" else [self.tokens_to_map(t) for t in feats]
+
+
+def _source(weights: str | Mapping[str, Tensor]) -> str:
+    """Where the weights came from, for `describe` and the logs: the file, or a state dict in memory."""
+    return "a state dict given in memory" if isinstance(weights, Mapping) else str(weights)
 
 
 def resample_grid_pos_embed(pos: Tensor, size: tuple[int, int], offset: float) -> Tensor:

