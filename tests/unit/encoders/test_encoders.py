@@ -72,6 +72,19 @@ def test_local_weights_file_is_loaded(tmp_path):
     assert encoder.weights_source == str(path)
 
 
+def test_a_state_dict_in_memory_without_the_classifier_is_loaded():
+    """The encoder part of an official checkpoint comes in memory, and the official DualAD backbone has no
+    `fc`: a feature extractor does not need the classifier, every other tensor must be there."""
+    source = timm.create_model("resnet34", pretrained=False)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
+    encoder = Encoder("res34", pretrained=False, weights=state)
+    assert torch.equal(encoder.net.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    assert encoder.weights_source == "a state dict given in memory"
+    state.pop("layer4.2.bn2.running_var")
+    with pytest.raises(EncoderWeightsError, match="do not fit"):
+        Encoder("res34", pretrained=False, weights=state)
+
+
 def test_missing_or_foreign_weights_give_one_clear_error(tmp_path):
     with pytest.raises(EncoderWeightsError, match=r"no file at .*backbone.pretrained=false"):
         Encoder("res34", weights=str(tmp_path / "nope.pth"))
