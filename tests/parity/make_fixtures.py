@@ -23,6 +23,7 @@ import math
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,15 +80,23 @@ def grad_norms(loss: torch.Tensor, model: torch.nn.Module, keys: list[str]) -> d
     return {k: params[k].grad.norm().item() for k in keys}
 
 
-def dinomaly(official: Path) -> dict:
-    """ViTill on DINOv2-reg ViT-S/14 as in dinomaly_mvtec_uni.py, input 448 -> crop 392."""
-    from dataset import get_data_transforms
+# Dinomaly's ViT sizes (dinomaly_mvtec_uni.py): width, heads, and the encoder blocks it taps.
+DINOMALY_ARCH = {
+    "small": (384, 6, [2, 3, 4, 5, 6, 7, 8, 9]),
+    "base": (768, 12, [2, 3, 4, 5, 6, 7, 8, 9]),
+    "large": (1024, 16, [4, 6, 8, 10, 12, 14, 16, 18]),
+}
+
+
+def dinomaly_model(arch: str = "small") -> torch.nn.Module:
+    """The official ViTill on DINOv2-reg ViT-`arch`/14, built as dinomaly_mvtec_uni.py builds it (the
+    encoder from `vit_encoder.load` without its download), unfilled; the checkout must be on sys.path."""
     from dinov2.models import vision_transformer as dinov2
     from models.uad import ViTill
     from models.vision_transformer import Block, LinearAttention2, bMlp
-    from utils import cal_anomaly_maps, get_gaussian_kernel, global_cosine_hm_percent
 
-    encoder = dinov2.vit_small(
+    dim, heads, taps = DINOMALY_ARCH[arch]
+    encoder = getattr(dinov2, f"vit_{arch}")(
         patch_size=14,
         img_size=518,
         block_chunks=0,
@@ -96,14 +105,22 @@ def dinomaly(official: Path) -> dict:
         interpolate_antialias=False,
         interpolate_offset=0.1,
     )
-    bottleneck = torch.nn.ModuleList([bMlp(384, 384 * 4, 384, drop=0.2)])
+    bottleneck = torch.nn.ModuleList([bMlp(dim, dim * 4, dim, drop=0.2)])
     norm = partial(torch.nn.LayerNorm, eps=1e-8)
     decoder = torch.nn.ModuleList(
-        Block(dim=384, num_heads=6, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm, attn=LinearAttention2)
+        Block(dim=dim, num_heads=heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm, attn=LinearAttention2)
         for _ in range(8)
     )
     groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
-    model = ViTill(encoder, bottleneck, decoder, [2, 3, 4, 5, 6, 7, 8, 9], groups, groups, 0)
+    return ViTill(encoder, bottleneck, decoder, taps, groups, groups, 0)
+
+
+def dinomaly(official: Path) -> dict:
+    """ViTill on DINOv2-reg ViT-S/14 as in dinomaly_mvtec_uni.py, input 448 -> crop 392."""
+    from dataset import get_data_transforms
+    from utils import cal_anomaly_maps, get_gaussian_kernel, global_cosine_hm_percent
+
+    model = dinomaly_model("small")
     rebuild = fill(model)
     model.eval()
     transform, _ = get_data_transforms(448, 392)
@@ -132,16 +149,22 @@ def dinomaly(official: Path) -> dict:
     }
 
 
-def _helper_model(config_path: Path):
-    """The official ModelHelper built from the MVTec config with `pretrained: False`."""
+def official_config(official: Path) -> Any:
+    """The official MVTec config (experiments/MVTec-AD/config.yaml, an EasyDict) with `pretrained: False`
+    (the weights come from the seeded rule) and the official `update_config` applied."""
     import yaml
     from easydict import EasyDict
-    from models.model_helper import ModelHelper
     from utils.misc_helper import update_config
 
-    config = EasyDict(yaml.safe_load(config_path.read_text()))
+    config = EasyDict(yaml.safe_load((official / "experiments" / "MVTec-AD" / "config.yaml").read_text()))
     config.net[0].kwargs.pretrained = False
-    config = update_config(config)
+    return update_config(config)
+
+
+def helper_model(config: Any) -> torch.nn.Module:
+    """The official ModelHelper of `config.net`, on the CPU."""
+    from models.model_helper import ModelHelper
+
     model = ModelHelper(config.net)
     model.device = torch.device("cpu")
     return model
@@ -166,7 +189,7 @@ def _max_avgpool(pred: torch.Tensor) -> float:
 
 def uniad(official: Path) -> dict:
     """UniAD with its MVTec config: EfficientNet-B4 (lukemelas) blocks 1/5/9/21, MFCN, 4+4 layers, 224."""
-    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
+    model = helper_model(official_config(official))
     model.reconstruction.save_recon = None
     rebuild = fill(model, prefix="module.")  # the DDP prefix UniAD's train_val.py saves
     model.eval()
@@ -193,7 +216,7 @@ def uniad(official: Path) -> dict:
 
 def dualad_he(official: Path) -> dict:
     """DualAD-He with its MVTec config: WideResNet-50 layer1-3, MFAA, MLP WSN + memories, NDN 4+4, 224."""
-    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
+    model = helper_model(official_config(official))
     rebuild = fill(model)  # DualAD saves without the DDP prefix
     model.eval()
     image = _cv2_input("cv2")
