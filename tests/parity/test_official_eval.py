@@ -11,7 +11,6 @@ the official layout, and evaluated by `pipeline.run` with `mode=eval`, as `pytho
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
