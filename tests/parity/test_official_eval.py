@@ -22,10 +22,9 @@ from uad import pipeline
 # UniAD's evaluation reports an AUROC below 0.5 as 1 - AUROC; our protocol does so on request.
 EXTRA = {"dinomaly": [], "uniad": ["protocol.flip_auroc=true"]}
 
-pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/realdata")
-
 
 @pytest.mark.slow
+@pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/realdata")
 @pytest.mark.parametrize("method", sorted(EXTRA))
 def test_mode_eval_of_an_official_checkpoint_gives_the_official_results(method, tmp_path):
     fixture = json.loads((FIXTURES / f"eval_{method}.json").read_text())
