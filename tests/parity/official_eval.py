@@ -60,7 +60,7 @@ BACKBONES = {  # our backbone name -> the official build (Dinomaly: the ViT size
 SCORE_TOL, AUROC_TOL = 1e-3, 1e-4  # issue 15: scores within 1e-3 of their spread, AUROCs within 1e-4
 
 
-def test_classes(data: Path) -> list[str]:
+def classes_of(data: Path) -> list[str]:
     """The classes of an MVTec-layout folder: sub-folders with a `test` folder, sorted."""
     return sorted(p.name for p in data.iterdir() if (p / "test").is_dir())
 
@@ -214,7 +214,7 @@ def official_side(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(official))
     torch.manual_seed(0)
     np.random.seed(0)
-    classes = args.classes or test_classes(args.data)
+    classes = args.classes or classes_of(args.data)
     config = None
     if args.method == "dinomaly":
         model = dinomaly_model(BACKBONES["dinomaly"][args.backbone])
