@@ -27,6 +27,7 @@ import math
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,13 +94,12 @@ def grad_norms(loss: torch.Tensor, model: torch.nn.Module, keys: list[str]) -> d
     return {k: params[k].grad.norm().item() for k in keys}
 
 
-def dinomaly(official: Path, backbone: str) -> dict:
-    """ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES) as dinomaly_mvtec_uni.py, 448 -> crop 392."""
-    from dataset import get_data_transforms
+def dinomaly_model(backbone: str) -> torch.nn.Module:
+    """The official ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES), built as dinomaly_mvtec_uni.py
+    builds it (the encoder without its download), unfilled; the checkout must be on sys.path."""
     from dinov2.models import vision_transformer as dinov2
     from models.uad import ViTill
     from models.vision_transformer import Block, LinearAttention2, bMlp
-    from utils import cal_anomaly_maps, get_gaussian_kernel, global_cosine_hm_percent
 
     arch, dim, heads, taps = DINOMALY_SIZES[backbone]
     encoder = getattr(dinov2, arch)(
@@ -118,7 +118,15 @@ def dinomaly(official: Path, backbone: str) -> dict:
         for _ in range(8)
     )
     groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
-    model = ViTill(encoder, bottleneck, decoder, taps, groups, groups, 0)
+    return ViTill(encoder, bottleneck, decoder, taps, groups, groups, 0)
+
+
+def dinomaly(official: Path, backbone: str) -> dict:
+    """ViTill on a DINOv2-reg ViT as dinomaly_mvtec_uni.py, input 448 -> crop 392."""
+    from dataset import get_data_transforms
+    from utils import cal_anomaly_maps, get_gaussian_kernel, global_cosine_hm_percent
+
+    model = dinomaly_model(backbone)
     rebuild = fill(model)
     model.eval()
     transform, _ = get_data_transforms(448, 392)
@@ -147,15 +155,15 @@ def dinomaly(official: Path, backbone: str) -> dict:
     }
 
 
-def _helper_model(config_path: Path, **reconstruction):
-    """The official ModelHelper built from the MVTec config with `pretrained: False` and the reconstruction's
-    kwargs updated by `reconstruction` (a None value removes the key)."""
+def official_config(official: Path, **reconstruction) -> Any:
+    """The official MVTec config (experiments/MVTec-AD/config.yaml, an EasyDict) with `pretrained: False`
+    (the weights come from the seeded rule), the reconstruction's kwargs updated by `reconstruction` (a None
+    value removes the key) and the official `update_config` applied."""
     import yaml
     from easydict import EasyDict
-    from models.model_helper import ModelHelper
     from utils.misc_helper import update_config
 
-    config = EasyDict(yaml.safe_load(config_path.read_text()))
+    config = EasyDict(yaml.safe_load((official / "experiments" / "MVTec-AD" / "config.yaml").read_text()))
     config.net[0].kwargs.pretrained = False
     kwargs = next(n for n in config.net if n.name == "reconstruction").kwargs
     for key, value in reconstruction.items():
@@ -163,7 +171,13 @@ def _helper_model(config_path: Path, **reconstruction):
             kwargs.pop(key)
         else:
             kwargs[key] = value
-    config = update_config(config)
+    return update_config(config)
+
+
+def helper_model(config: Any) -> torch.nn.Module:
+    """The official ModelHelper of `config.net`, on the CPU."""
+    from models.model_helper import ModelHelper
+
     model = ModelHelper(config.net)
     model.device = torch.device("cpu")
     return model
@@ -188,7 +202,7 @@ def _max_avgpool(pred: torch.Tensor) -> float:
 
 def uniad(official: Path, backbone: str) -> dict:
     """UniAD with its MVTec config: EfficientNet-B4 (lukemelas) blocks 1/5/9/21, MFCN, 4+4 layers, 224."""
-    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml")
+    model = helper_model(official_config(official))
     model.reconstruction.save_recon = None
     rebuild = fill(model, prefix="module.")  # the DDP prefix UniAD's train_val.py saves
     model.eval()
@@ -216,7 +230,7 @@ def uniad(official: Path, backbone: str) -> dict:
 def _dualad(official: Path, method: str, grad_keys: list[str], **reconstruction) -> dict:
     """DualAD with its MVTec config (WideResNet-50 layer1-3, MFAA, NDN 4+4, 224), the WSN as `reconstruction`
     sets it."""
-    model = _helper_model(official / "experiments" / "MVTec-AD" / "config.yaml", **reconstruction)
+    model = helper_model(official_config(official, **reconstruction))
     rebuild = fill(model)  # DualAD saves without the DDP prefix
     model.eval()
     image = _cv2_input("cv2")
