@@ -131,7 +131,7 @@ class AnomalyModule(LightningModule):
 
     def optimizer_options(self) -> dict[str, Any]:
         """`fused=True` for torch's Adam and AdamW: one pass over parameters, gradients and moments instead of
-        one per operation (DualAD-He's 30.7 M parameters: 2.6-2.8x less CPU time per step on 2 cores, see
+        one per operation (DualAD-He's 30.7 M parameters: 2.6-3.9x less CPU time per step on 2 cores, see
         docs/speed.md); the same update up to float rounding. Not when the config chose an implementation
         (`fused` or `foreach`), nor under mixed precision, where Lightning refuses to clip the gradients of a
         fused optimiser."""
