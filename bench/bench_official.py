@@ -12,7 +12,8 @@ EfficientNet-B4, DualAD on WRes50, both at 224), batch 8, AdamW 1e-4; Dinomaly w
 `dinomaly_mvtec_uni.py` (noisy bottleneck, 8 linear-attention blocks, two fused groups, the loss with hard
 mining at its final ratio 0.9, StableAdamW 2e-3 with AMSGrad, gradient clipping 0.1) on ViT-S/14 with
 registers at 224 (16x16 patches) instead of ViT-B at 392, to keep the CPU run short; batch 8 for all. The
-official Dinomaly code imports pandas (its `utils.py`, for the loss), which uad does not need.
+official Dinomaly code (`Dinomaly/` = github.com/guojiajeremy/Dinomaly) imports pandas (its `utils.py`, which
+holds the loss), tabulate and colorama (its `optimizers/`), none of which uad needs.
 """
 
 from __future__ import annotations
