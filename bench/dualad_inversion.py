@@ -6,7 +6,7 @@ steps, scores every test image by several rules from the same reconstruction:
 - `sum` and `level<k>`: the sum over levels, and each level alone (is the product the culprit?);
 and reports per class the image AUROC (avgpool_max, as the protocol) and the Spearman correlation of the
 score with the image's mean grey level among the good images (is it brightness / background?). A second
-run with `noise_scale=0` checks the pseudo-anomaly noise. Writes bench/dualad_inversion.md.
+run with `noise_scale=0` checks the pseudo-anomaly noise. Writes bench/dualad_inversion.tables.md.
 
     PYTHONPATH=src python bench/dualad_inversion.py
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,12 +26,12 @@ from lightning.pytorch import Callback, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_default import DATA, compose_run  # noqa: E402
+from bench_default import DATA, atomic_write, compose_run  # noqa: E402
 
 from uad.builders import build_datamodule, build_encoder, build_module, build_net, build_protocol  # noqa: E402
 from uad.metrics.functional import ranking_metrics  # noqa: E402
 
-STEPS = [0, 5, 9, 18]
+STEPS = [5, 10, 20, 40, 80]
 
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -74,13 +76,27 @@ def score_rules(module, datamodule, protocol) -> dict[str, dict[str, tuple[float
 
 
 class AtSteps(Callback):
-    def __init__(self, datamodule, protocol) -> None:
-        self.datamodule, self.protocol = datamodule, protocol
+    """Scores the rules at step 0 (the random decoder) and at each of `STEPS`; every table is handed to
+    `on_table` at once, so a stopped run keeps the steps it finished."""
+
+    def __init__(self, datamodule, protocol, on_table: Callable[[dict[int, dict]], None]) -> None:
+        self.datamodule, self.protocol, self.on_table = datamodule, protocol, on_table
         self.tables: dict[int, dict] = {}
+        self.start = time.process_time()
+        self.excluded = 0.0
 
     def _take(self, module, step: int) -> None:
+        begin = time.process_time()
         self.tables[step] = score_rules(module, self.datamodule, self.protocol)
-        print(step, {r: {c: round(v[0], 2) for c, v in t.items()} for r, t in self.tables[step].items()})
+        self.excluded += time.process_time() - begin
+        self.on_table(self.tables)
+        train_cpu = time.process_time() - self.start - self.excluded
+        print(
+            step,
+            f"{train_cpu:.0f} training CPU-s",
+            {r: {c: round(v[0], 2) for c, v in t.items()} for r, t in self.tables[step].items()},
+            flush=True,
+        )
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._take(pl_module, 0)
@@ -90,14 +106,14 @@ class AtSteps(Callback):
             self._take(pl_module, trainer.global_step)
 
 
-def run(extra: list[str]) -> dict[int, dict]:
+def run(extra: list[str], on_table: Callable[[dict[int, dict]], None]) -> dict[int, dict]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_run([*DATA["real"], "method=dualad_he", "dataset.num_workers=0", *extra], Path(tmp))
         torch.manual_seed(cfg.seed)
         protocol = build_protocol(cfg)
         datamodule = build_datamodule(cfg, protocol)
         module = build_module(cfg, build_net(cfg, build_encoder(cfg, protocol)))
-        probe = AtSteps(datamodule, protocol)
+        probe = AtSteps(datamodule, protocol, on_table)
         Trainer(
             accelerator="cpu",
             max_steps=max(STEPS),
@@ -112,27 +128,42 @@ def run(extra: list[str]) -> dict[int, dict]:
     return probe.tables
 
 
+def table_lines(title: str, tables: dict[int, dict]) -> list[str]:
+    classes = sorted(next(iter(tables[0].values())))
+    lines = ["", f"## {title}", "", "| step | rule | " + " | ".join(classes) + " |"]
+    lines.append("|---|---|" + "---|" * len(classes))
+    for step, table in sorted(tables.items()):
+        for rule, per_class in table.items():
+            cells = " | ".join(f"{per_class[c][0]:.2f} / {per_class[c][1]:+.2f}" for c in classes)
+            lines.append(f"| {step} | {rule} | {cells} |")
+    return lines
+
+
+HEADER = [
+    "# DualAD-He's early image scores, rule by rule (`PYTHONPATH=src python bench/dualad_inversion.py`)",
+    "",
+    "Real set (`../shared/realdata`, unified, Lite0, default DualAD-He config, seed 133, 1 torch thread). "
+    "Each cell: image AUROC / Spearman correlation of the score with the mean grey level of the good test "
+    "images.",
+]
+RUNS = (("noise_scale 3.2 (default)", []), ("noise_scale 0", ["method.model.noise_scale=0"]))
+
+
+def write(finished: list[str], title: str, tables: dict[int, dict]) -> None:
+    atomic_write(
+        ROOT / "bench" / "dualad_inversion.tables.md",
+        "\n".join([*HEADER, *finished, *table_lines(title, tables)]) + "\n",
+    )
+
+
 def main() -> None:
-    torch.set_num_threads(2)
-    start = time.process_time()
-    lines = [
-        "# DualAD-He's early image scores, rule by rule (`PYTHONPATH=src python bench/dualad_inversion.py`)",
-        "",
-        "Real set (`../shared/realdata`, unified, Lite0, default DualAD-He config, seed 133). Each cell: "
-        "image AUROC / Spearman correlation of the score with the mean grey level of the good test images.",
-    ]
-    runs = (("noise_scale 3.2 (default)", []), ("noise_scale 0", ["method.model.noise_scale=0"]))
-    for title, extra in runs:
-        tables = run(extra)
-        classes = sorted(next(iter(tables[0].values())))
-        lines += ["", f"## {title}", "", "| step | rule | " + " | ".join(classes) + " |"]
-        lines.append("|---|---|" + "---|" * len(classes))
-        for step, table in sorted(tables.items()):
-            for rule, per_class in table.items():
-                cells = " | ".join(f"{per_class[c][0]:.2f} / {per_class[c][1]:+.2f}" for c in classes)
-                lines.append(f"| {step} | {rule} | {cells} |")
-    lines += ["", f"Total: {time.process_time() - start:.0f} CPU-seconds."]
-    (ROOT / "bench" / "dualad_inversion.md").write_text("\n".join(lines) + "\n")
+    """Writes the tables to bench/dualad_inversion.tables.md after every evaluation (the reading in
+    bench/dualad_inversion.md is written by hand from them)."""
+    torch.set_num_threads(1)  # one thread: CPU-seconds measure the work on a shared machine (bench_default)
+    finished: list[str] = []
+    for title, extra in RUNS:
+        tables = run(extra, partial(write, list(finished), title))
+        finished += table_lines(title, tables)
 
 
 if __name__ == "__main__":
