@@ -236,9 +236,10 @@ def render(results: dict) -> None:
             ax = axes[row][col]
             for key, entry in results.items():
                 if key.startswith(data + "/") and entry["points"]:
-                    x = [p["cpu_s"] for p in entry["points"]]
-                    style = "o-" if len(x) > 1 else "s"
-                    ax.plot(x, [p[metric] for p in entry["points"]], style, label=key.split("/")[1])
+                    x, y = [p["cpu_s"] for p in entry["points"]], [p[metric] for p in entry["points"]]
+                    line = ax.plot(x, y, "s" if entry["fitted"] else "o-", label=key.split("/")[1])[0]
+                    if entry["fitted"]:  # a fitted model does not change after its fit: its level, dashed
+                        ax.axhline(y[-1], color=line.get_color(), linestyle="--", linewidth=0.8)
             ax.axvline(BUDGET_CPU_S, color="grey", linestyle=":")
             ax.set(title=f"{data}: {metric}", xlabel="training CPU-seconds", xlim=(0, 1.1 * BUDGET_CPU_S))
             ax.grid(alpha=0.3)
