@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,11 +41,12 @@ def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score_rules(module, datamodule, protocol) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per rule, per class: (image AUROC, Spearman of score vs mean grey level on good images)."""
+def score_rules(module, datamodule, protocol) -> dict[str, dict[str, tuple[float, ...]]]:
+    """Per rule, per class: image AUROC, Spearman of the image score vs the mean grey level (good images),
+    pixel AUROC, and Spearman of the pixel error vs the pixel's grey level (normal pixels, every 7th)."""
     module.eval()
     net = module.net
-    rows: dict[str, list] = {}
+    rows: dict[str, dict[str, list]] = {}
     for batch in datamodule.test_dataloader():
         output = net(batch["image"])
         rec, target = output["reconstruction"], output["aligned"]
@@ -55,23 +57,27 @@ def score_rules(module, datamodule, protocol) -> dict[str, dict[str, tuple[float
         maps = {"product": torch.cat(levels, 1).prod(1, keepdim=True), "sum": sum(levels)}
         maps |= {f"level{k}": m for k, m in enumerate(levels)}
         size = tuple(batch["image"].shape[-2:])
+        grey = protocol.maps_for_eval(batch["image"].mean(1, keepdim=True))  # (B, h, w) at the metric size
+        masks = protocol.masks_for_eval(batch["mask"])
         for rule, m in maps.items():
-            m = torch.nn.functional.interpolate(m, size=size, mode="bilinear", align_corners=True)
-            scores = protocol.image_scores(protocol.maps_for_eval(m))
+            m = protocol.maps_for_eval(F.interpolate(m, size=size, mode="bilinear", align_corners=True))
+            scores = protocol.image_scores(m)
             for i, name in enumerate(batch["class_name"]):
-                grey = float(batch["image"][i].mean())
-                rows.setdefault(rule, []).append((name, float(scores[i]), int(batch["label"][i]), grey))
+                row = rows.setdefault(rule, {}).setdefault(name, [])
+                row.append((float(scores[i]), int(batch["label"][i]), grey[i], m[i], masks[i]))
     module.train()
-    table: dict[str, dict[str, tuple[float, float]]] = {}
-    for rule, entries in rows.items():
-        for name in sorted({e[0] for e in entries}):
-            mine = [e for e in entries if e[0] == name]
-            scores = torch.tensor([e[1] for e in mine])
-            labels = torch.tensor([e[2] for e in mine])
-            auroc = ranking_metrics(scores, labels, what="image")[0]
-            good = labels == 0
-            rho = spearman(scores[good], torch.tensor([e[3] for e in mine])[good])
-            table.setdefault(rule, {})[name] = (auroc, rho)
+    table: dict[str, dict[str, tuple[float, ...]]] = {}
+    for rule, per_class in rows.items():
+        for name, entries in sorted(per_class.items()):
+            scores, labels = torch.tensor([e[0] for e in entries]), torch.tensor([e[1] for e in entries])
+            grey, maps, masks = (torch.stack([e[k] for e in entries]) for k in (2, 3, 4))
+            good, normal = labels == 0, ~masks.flatten()
+            table.setdefault(rule, {})[name] = (
+                ranking_metrics(scores, labels, what="image")[0],
+                spearman(scores[good], grey.mean((1, 2))[good]),
+                ranking_metrics(maps, masks, what="pixel")[0],
+                spearman(maps.flatten()[normal][::7], grey.flatten()[normal][::7]),
+            )
     return table
 
 
@@ -134,7 +140,7 @@ def table_lines(title: str, tables: dict[int, dict]) -> list[str]:
     lines.append("|---|---|" + "---|" * len(classes))
     for step, table in sorted(tables.items()):
         for rule, per_class in table.items():
-            cells = " | ".join(f"{per_class[c][0]:.2f} / {per_class[c][1]:+.2f}" for c in classes)
+            cells = " | ".join("{:.2f} / {:+.2f}; {:.2f} / {:+.2f}".format(*per_class[c]) for c in classes)
             lines.append(f"| {step} | {rule} | {cells} |")
     return lines
 
@@ -143,8 +149,9 @@ HEADER = [
     "# DualAD-He's early image scores, rule by rule (`PYTHONPATH=src python bench/dualad_inversion.py`)",
     "",
     "Real set (`../shared/realdata`, unified, Lite0, default DualAD-He config, seed 133, 1 torch thread). "
-    "Each cell: image AUROC / Spearman correlation of the score with the mean grey level of the good test "
-    "images.",
+    "Each cell: image AUROC / Spearman correlation of the image score with the mean grey level of the good "
+    "test images; pixel AUROC / Spearman correlation of the pixel error with the pixel's grey level over the "
+    "normal pixels (every 7th).",
 ]
 RUNS = (("noise_scale 3.2 (default)", []), ("noise_scale 0", ["method.model.noise_scale=0"]))
 
