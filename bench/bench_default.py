@@ -230,6 +230,7 @@ def render(results: dict) -> None:
     import matplotlib.pyplot as plt
 
     datasets = sorted({key.split("/")[0] for key in results})
+    labels = sorted({key.split("/")[1] for key in results})
     fig, axes = plt.subplots(len(datasets), 3, figsize=(13, 3.6 * len(datasets)), squeeze=False)
     for row, data in enumerate(datasets):
         for col, metric in enumerate(CURVE_METRICS):
@@ -237,9 +238,11 @@ def render(results: dict) -> None:
             for key, entry in results.items():
                 if key.startswith(data + "/") and entry["points"]:
                     x, y = [p["cpu_s"] for p in entry["points"]], [p[metric] for p in entry["points"]]
-                    line = ax.plot(x, y, "s" if entry["fitted"] else "o-", label=key.split("/")[1])[0]
+                    label = key.split("/")[1]
+                    color = f"C{labels.index(label) % 10}"  # one colour per run on every row
+                    ax.plot(x, y, "s" if entry["fitted"] else "o-", color=color, label=label)
                     if entry["fitted"]:  # a fitted model does not change after its fit: its level, dashed
-                        ax.axhline(y[-1], color=line.get_color(), linestyle="--", linewidth=0.8)
+                        ax.axhline(y[-1], color=color, linestyle="--", linewidth=0.8)
             ax.axvline(BUDGET_CPU_S, color="grey", linestyle=":")
             ax.set(title=f"{data}: {metric}", xlabel="training CPU-seconds", xlim=(0, 1.1 * BUDGET_CPU_S))
             ax.grid(alpha=0.3)
