@@ -134,10 +134,15 @@ def test_other_datasets_recipes_inherit_the_mvtec_one(recipe, base, tmp_path):
     assert OmegaConf.to_container(child) == OmegaConf.to_container(OmegaConf.merge(parent, own))
 
 
-def test_quick_is_counted_in_steps_that_the_schedule_spans(tmp_path):
-    """experiment=quick is Dinomaly's measured short schedule: left to the trainer's default epoch limit (3)
-    it would stop after ~21 of its steps on a small folder, with the learning rate still at its peak."""
+def test_quick_is_the_training_free_patchcore(tmp_path):
     cfg = compose_config(["experiment=quick"], output_dir=tmp_path, data_dir=tmp_path)
+    assert (cfg.method.name, cfg.backbone.name, cfg.trainer.max_epochs) == ("patchcore", "effnet_lite0", 1)
+
+
+def test_quick_dinomaly_is_counted_in_steps_that_the_schedule_spans(tmp_path):
+    """experiment=quick_dinomaly is Dinomaly's measured short schedule: left to the trainer's default epoch
+    limit (3) it would stop after ~21 of its steps on a small folder, with the learning rate at its peak."""
+    cfg = compose_config(["experiment=quick_dinomaly"], output_dir=tmp_path, data_dir=tmp_path)
     assert (cfg.method.name, cfg.backbone.name) == ("dinomaly", "effnet_lite0")
     assert cfg.trainer.max_epochs == -1
     assert cfg.method.scheduler.total_steps == cfg.trainer.max_steps == 546
