@@ -8,12 +8,13 @@ so that its step runs on the CPU; nothing else of it is changed. Needs `einops` 
 it; in uad's `dev` extra).
 
 Covered: UniAD and DualAD-He with their MVTec recipes (`experiments/MVTec-AD/config.yaml` of each: UniAD on
-EfficientNet-B4, DualAD on WRes50, both at 224), batch 8, AdamW 1e-4; Dinomaly with the configuration of
-`dinomaly_mvtec_uni.py` (noisy bottleneck, 8 linear-attention blocks, two fused groups, the loss with hard
-mining at its final ratio 0.9, StableAdamW 2e-3 with AMSGrad, gradient clipping 0.1) on ViT-S/14 with
-registers at 224 (16x16 patches) instead of ViT-B at 392, to keep the CPU run short; batch 8 for all. The
-official Dinomaly code (`Dinomaly/` = github.com/guojiajeremy/Dinomaly) imports pandas (its `utils.py`, which
-holds the loss), tabulate and colorama (its `optimizers/`), none of which uad needs.
+EfficientNet-B4, DualAD on WRes50, both at 224), batch 8, AdamW 1e-4 (ours fused, as `AnomalyModule`
+builds it); Dinomaly with the configuration of `dinomaly_mvtec_uni.py` (noisy bottleneck, 8 linear-attention
+blocks, two fused groups, the loss with hard mining at its final ratio 0.9, StableAdamW 2e-3 with AMSGrad,
+gradient clipping 0.1) on ViT-S/14 with registers at 224 (16x16 patches) instead of ViT-B at 392, to keep
+the CPU run short; batch 8 for all. The official Dinomaly code (`Dinomaly/` =
+github.com/guojiajeremy/Dinomaly) imports pandas (its `utils.py`, which holds the loss), tabulate and
+colorama (its `optimizers/`), none of which uad needs.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def adamw(params, lr: float = 1e-4, weight_decay: float = 1e-4) -> torch.optim.O
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def fused_adamw(params, lr: float = 1e-4, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
+    """Ours for the AdamW recipes: `AnomalyModule` builds torch's AdamW fused (`optimizer_options`)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def train_step(model, forward, loss_fn, optimizer=adamw, grad_clip: float | None = None):
     """forward + loss + backward (+ gradient-norm clipping) + optimiser step over the trainable parameters;
     `optimizer` makes the optimiser from them."""
@@ -100,6 +106,7 @@ def ours_and_batch(experiment: str, overrides: tuple[str, ...] = (), loss_step: 
     with torch.no_grad():
         features = ours.extract(images)
     forward = lambda: ours.reconstruct(features, (size, size))  # noqa: E731
+    step_options = {"optimizer": fused_adamw, **step_options}
     step = train_step(ours, forward, lambda output: ours.loss(output, loss_step), **step_options)
     return ours, features, images, step
 
