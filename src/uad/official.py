@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 
 from uad.builders import build_encoder, build_module, build_net, build_protocol
@@ -337,10 +337,8 @@ def load_official(
 
 def _net_with_encoder_weights(cfg: DictConfig, weights: dict[str, Tensor], source: str) -> AnomalyNet:
     """The network with its encoder built from `weights` in memory, through the `backbone.weights=` route
-    (timm and torchvision names, lukemelas EfficientNet, the DINOv2 layout): no temporary file, one build."""
-    build_cfg = cfg.copy()
-    with open_dict(build_cfg):
-        build_cfg.backbone.pretrained, build_cfg.backbone.weights = False, None
-    encoder = build_encoder(build_cfg, build_protocol(build_cfg), weights=weights)
+    (timm and torchvision names, lukemelas EfficientNet, the DINOv2 layout): no temporary file, one build.
+    `weights` replaces `backbone.weights` and `backbone.pretrained`, so nothing else is read or fetched."""
+    encoder = build_encoder(cfg, build_protocol(cfg), weights=weights)
     encoder.weights_source = source
-    return build_net(build_cfg, encoder)
+    return build_net(cfg, encoder)
