@@ -63,14 +63,10 @@ def timed_pair(official, ours) -> dict[str, float]:
     return result
 
 
-def adamw(params, lr: float = 1e-4, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
-    """The optimiser of both UniAD trainers."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def fused_adamw(params, lr: float = 1e-4, weight_decay: float = 1e-4) -> torch.optim.Optimizer:
-    """Ours for the AdamW recipes: `AnomalyModule` builds torch's AdamW fused (`optimizer_options`)."""
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+def adamw(params, lr: float = 1e-4, weight_decay: float = 1e-4, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser of the UniAD and DualAD trainers; ours runs it `fused`, as `AnomalyModule` builds it
+    for the AdamW recipes (`optimizer_options`)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
 def train_step(model, forward, loss_fn, optimizer=adamw, grad_clip: float | None = None):
@@ -106,7 +102,7 @@ def ours_and_batch(experiment: str, overrides: tuple[str, ...] = (), loss_step: 
     with torch.no_grad():
         features = ours.extract(images)
     forward = lambda: ours.reconstruct(features, (size, size))  # noqa: E731
-    step_options = {"optimizer": fused_adamw, **step_options}
+    step_options = {"optimizer": partial(adamw, fused=True), **step_options}
     step = train_step(ours, forward, lambda output: ours.loss(output, loss_step), **step_options)
     return ours, features, images, step
 
