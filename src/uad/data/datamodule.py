@@ -72,8 +72,8 @@ class AnomalyDataModule(LightningDataModule):
     trains one per class). strict: the counts of an official dataset must match the reference (false:
     partial copies).
     image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, mask_decode,
-    label_rule: the
-    protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each paper's steps).
+    label_rule: the protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each
+    paper's steps).
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
     test image is reported before training rather than after it.
