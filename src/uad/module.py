@@ -27,6 +27,11 @@ CHECKPOINT_FORMAT = "uad-checkpoint/1"
 FUSABLE = (torch.optim.Adam, torch.optim.AdamW)  # have a fused kernel on CPU and GPU
 
 
+def issubclass_of(obj: Any, classes: tuple[type, ...]) -> bool:
+    """`obj` is one of `classes` or a subclass (an AdamW with its own parameter groups fuses too)."""
+    return isinstance(obj, type) and issubclass(obj, classes)
+
+
 class AnomalyModule(LightningModule):
     """Trains and tests any `AnomalyNet`.
 
@@ -136,7 +141,7 @@ class AnomalyModule(LightningModule):
         (`fused` or `foreach`), nor under mixed precision, where Lightning refuses to clip the gradients of a
         fused optimiser."""
         factory = self.optimizer_factory
-        if not isinstance(factory, partial) or factory.func not in FUSABLE:
+        if not isinstance(factory, partial) or not issubclass_of(factory.func, FUSABLE):
             return {}
         if {"fused", "foreach"} & factory.keywords.keys():
             return {}

@@ -12,6 +12,8 @@ API:
     (N, D) shared by the batch (UniAD's learned query) or (B, N, D) (DualAD's WSN chunks)
   TransformerEncoder(layer, num_layers)(x, pos, mask) -> (B, N, D)
   TransformerDecoder(layer, num_layers)(queries, memory, pos, mask) -> list of every layer's (B, N, D)
+  SelfAttention(dim, num_heads, qkv_bias)(x) -> (B, N, D): plain softmax self-attention in timm's ViT
+    layout (fused qkv), the token mixer of ViTAD's pre-norm decoder blocks
 """
 
 from __future__ import annotations
@@ -235,3 +237,25 @@ class TransformerDecoder(nn.Module):
             prev = layer(query, memory, prev, pos, mask)
             outputs.append(prev)
         return outputs
+
+
+class SelfAttention(nn.Module):
+    """Multi-head softmax self-attention in the ViT layout: one fused `qkv` projection (D -> 3D), scaled
+    dot-product attention over all tokens, output projection `proj`; the parameters and key names of timm's
+    `Attention`, so a ViT block's state dict loads as is. A token mixer for `uad.nn.vit_block.ViTBlock`
+    (ViTAD's decoder)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, D/heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D/heads)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))

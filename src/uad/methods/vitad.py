@@ -1,0 +1,162 @@
+"""ViTAD (Zhang et al., CVIU 2025): plain ViTs for multi-class unsupervised anomaly detection.
+
+A frozen ViT (DINO ViT-S/16) is the **teacher**: its tokens after blocks 3, 6 and 9 (1-based, as the paper
+counts) are the reconstruction targets, and its tokens after the last block are the **neck** that feeds the
+student. The **fusion** (one linear layer over the concatenated neck taps; one tap here, so D -> D) maps
+them into the **student**, a plain ViT decoder of 9 pre-norm blocks with softmax self-attention and a
+learned positional embedding of its own (no class token). The student's tokens after its blocks 3, 6 and
+9 are its features, deepest first: the last decoder block pairs with the shallowest teacher tap, as the
+decoder mirrors the encoder.
+
+Loss: per level, 1 - cos between the whole flattened (D * h * w) teacher and student features of each
+image, averaged over the batch and summed over the levels. Anomaly map: the mean over the levels of the
+point-wise 1 - cos over channels, each upsampled bilinearly (align_corners=True) to the input; the protocol
+(`conf/protocol/vitad.yaml`) smooths it (Gaussian, sigma 4) and scores an image by the max of its 16 x 16
+average-pooled map.
+
+Official code: ADer (zhangzjn/ADer @ 902937a) `model/vitad.py` (`ViT_Encoder`, `Fusion`, `ViT_Decoder`,
+`ViTAD`), `loss/base_loss.py` (`CosLoss`, avg=False), `trainer/vitad_trainer.py`, `util/metric.py`
+(`cal_anomaly_map`). The official student is a whole timm VisionTransformer of which only the positional
+embedding and the blocks run; its unused patch embedding, class token, final norm and 1000-class head
+(681,448 parameters for ViT-S, never updated) are not built here.
+
+CNN variant (ours, not the paper's model): on a CNN backbone the tapped stages are averaged onto one
+stride-`cnn_stride` grid and concatenated; the neck is that whole token (width sum(C_l)), and the teachers
+are its channel slices, one per stage, shallowest first. The student works at the concatenated width and
+each of its taps is compared with the same channel slice of the teacher it pairs with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from uad.encoders import Encoder, EncoderSpec
+from uad.methods.base import AnomalyNet, Features, NetOutput
+from uad.methods.dinomaly import default_heads
+from uad.nn.align import align_avgpool
+from uad.nn.attention import SelfAttention
+from uad.nn.vit_block import ViTBlock
+
+
+def vit_init_(module: nn.Module, std: float = 0.02) -> None:
+    """timm's ViT init, which the official student keeps: Linear weights N(0, std) (truncated at +-2, i.e.
+    untruncated), zero biases; LayerNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class ViTAD(AnomalyNet):
+    """ViTAD on a registry backbone. A ViT's taps are the teachers then the neck (last); on ViT-S/16 DINO
+    at 256 px it has 16,216,320 trainable parameters (the official model's 16,897,768 less its unused
+    681,448). `students` are the decoder blocks (1-based) whose outputs are compared, one per teacher."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        depth: int = 9,
+        students: Sequence[int] = (3, 6, 9),
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+        cnn_stride: int = 16,
+    ) -> None:
+        super().__init__(encoder)
+        self.is_vit = encoder.spec.kind == "vit"
+        self.cnn_stride = cnn_stride
+        self.students = sorted(int(s) for s in students)
+        teachers = len(encoder.taps) - 1 if self.is_vit else len(encoder.taps)
+        if len(self.students) != teachers or not all(1 <= s <= depth for s in self.students):
+            raise ValueError(
+                f"method.model.students {list(students)} must name {teachers} decoder blocks in "
+                f"1..{depth}, one per teacher tap (backbone.taps {list(encoder.taps)}"
+                + (": the last ViT tap is the neck)" if self.is_vit else ")")
+            )
+        if self.is_vit:
+            width, side = encoder.channels[0], encoder.grid_sizes()[0]
+        else:
+            width, side = sum(encoder.channels), encoder.input_size // cnn_stride
+            bounds = torch.tensor([0, *encoder.channels]).cumsum(0).tolist()
+            self.slices = list(pairwise(bounds))  # each stage's channels in the token
+        self.fusion = nn.Linear(width, width)  # PyTorch's default init, as the official Fusion
+        self.pos_embed = nn.Parameter(torch.zeros(1, side * side, width))
+        self.decoder = nn.ModuleList(
+            ViTBlock(width, num_heads or default_heads(width), mlp_ratio, True, norm_eps, SelfAttention)
+            for _ in range(depth)
+        )
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        vit_init_(self.decoder)
+
+    @classmethod
+    def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...]:
+        """ViT: blocks d/4, d/2, 3d/4 (teachers) and d (neck), 1-based (ViT-S: 3, 6, 9 and 12, the official
+        taps); CNN: its three deepest stages up to stride 16."""
+        if spec.kind == "vit":
+            d = spec.depth
+            return (d // 4 - 1, d // 2 - 1, 3 * d // 4 - 1, d - 1)
+        return spec.taps[-3:]
+
+    # -- the paper's forward pass -----------------------------------------------------------------
+
+    def extract(self, images: Tensor) -> Features:
+        """ViT: the teacher taps as maps (B, T, D, h, w) and the neck's patch tokens (B, h*w, D). CNN
+        variant: the stages averaged onto one grid (B, C, h, w); the teachers are its channel slices."""
+        if not self.is_vit:
+            stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
+            return {"aligned": align_avgpool(stages, self.encoder.strides, self.cnn_stride)}
+        taps = self.encoder(images)  # (T + 1) x (B, P + h*w, D)
+        teachers = torch.stack([self.encoder.tokens_to_map(t) for t in taps[:-1]], dim=1)
+        return {"teachers": teachers, "neck": taps[-1][:, self.encoder.num_prefix_tokens :]}
+
+    def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        if self.is_vit:
+            teachers = list(features["teachers"].unbind(1))  # T x (B, D, h, w)
+            neck = features["neck"]  # (B, h*w, D)
+        else:
+            aligned = features["aligned"]  # (B, C, h, w)
+            teachers = [aligned[:, a:b] for a, b in self.slices]
+            neck = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        x = self.fusion(neck) + self.pos_embed  # (B, h*w, D)
+        taps = []
+        for index, block in enumerate(self.decoder, start=1):
+            x = block(x)
+            if index in self.students:
+                taps.append(x)
+        h, w = teachers[0].shape[-2:]
+        maps = [t.transpose(1, 2).reshape(t.shape[0], -1, h, w) for t in reversed(taps)]  # (B, D, h, w)
+        students = maps if self.is_vit else [m[:, a:b] for m, (a, b) in zip(maps, self.slices, strict=True)]
+        return NetOutput(
+            self.anomaly_map(teachers, students, size),
+            {"neck": neck, "teachers": teachers, "students": students},
+        )
+
+    @staticmethod
+    def anomaly_map(teachers: Sequence[Tensor], students: Sequence[Tensor], size: Sequence[int]) -> Tensor:
+        """Mean over levels of 1 - cos over channels, each bilinear (align_corners=True) to `size`."""
+        maps = [
+            F.interpolate(
+                1 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1),
+                size=tuple(size),
+                mode="bilinear",
+                align_corners=True,
+            )
+            for t, s in zip(teachers, students, strict=True)
+        ]  # L x (B, 1, H, W)
+        return torch.stack(maps).mean(0)
+
+    def loss(self, output: NetOutput, step: int = 0) -> Tensor:
+        """Sum over levels of the batch mean of 1 - cos(vec(teacher_i), vec(student_i))."""
+        return sum(
+            (1 - F.cosine_similarity(t.float().flatten(1), s.float().flatten(1), dim=1)).mean()
+            for t, s in zip(output["teachers"], output["students"], strict=True)
+        )
