@@ -1,6 +1,7 @@
 """Checkpoints saved by the official code, read safely and mapped onto our networks.
 
-Three layouts are recognised by their keys (after an optional `state_dict` wrapper and `module.` prefix):
+Four layouts are recognised by their keys (after an optional `state_dict` or `net` wrapper and `module.`
+prefix):
 
 | layout | file | recognised by |
 |---|---|---|
@@ -8,11 +9,14 @@ Three layouts are recognised by their keys (after an optional `state_dict` wrapp
 | `uniad` | UniAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.transformer.encoder.layers.*` |
 | `dualad` | DualAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.memory_modules.*` or |
 | | | `R.proj_encoder.*` |
+| `ader_vitad` | ADer ViTAD `ckpt.pth` (`{'net': ...}`) or `net.pth` | `net_t.*`, `net_fusion.*`, |
+| | | `net_s.blocks.*` |
 
 (`R.` = `reconstruction.`, `T.` = `reconstruction.transformer.`, `L` a layer index, `*` the rest.) The frozen
-encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout) or `backbone.*`
-(UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet) entries form a state dict in the layout
-`backbone.weights=` accepts, and the encoder is built from it exactly as from such a file.
+encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout), `backbone.*`
+(UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet) or `net_t.*` (ADer: timm ViT) entries form a
+state dict in the layout `backbone.weights=` accepts, and the encoder is built from it exactly as from such
+a file.
 
 Trainable part, official -> ours:
 
@@ -38,6 +42,10 @@ Trainable part, official -> ours:
 | Ho | `R.proj_encoder.layers.L.*`; `R.proj_decoder.layers.L.*` | `wsn_in.encoder...`; `wsn_out.decoder...` |
 | Ho | `R.proj_decoder.learned_queries.L.weight` | `wsn_out.queries.L` |
 | Ho | `R.proj_*.layers.L.abs_pos_embed.1.*` (the shared projection) | `pos_proj.*` |
+| ViTAD | `net_fusion.fc.*`; `net_s.pos_embed`; `net_s.blocks.L.*` | `fusion.*`; `pos_embed`; `decoder.L.*` |
+
+ViTAD's student is a whole timm VisionTransformer whose `net_s.cls_token`, `net_s.patch_embed.*`,
+`net_s.norm.*` and `net_s.head.*` the official forward never uses (nor trains): they are left out.
 
 Copies of a shared module (DualAD's positional code in every layer) must agree; the import then checks
 that the mapped keys are exactly the network's trainable keys, with equal shapes.
@@ -68,9 +76,14 @@ from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-LAYOUTS = ("dinomaly", "uniad", "dualad")
-LAYOUT_METHODS = {"dinomaly": ("dinomaly",), "uniad": ("uniad",), "dualad": ("dualad_he", "dualad_ho")}
-ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone."}
+LAYOUTS = ("dinomaly", "uniad", "dualad", "ader_vitad")
+LAYOUT_METHODS = {
+    "dinomaly": ("dinomaly",),
+    "uniad": ("uniad",),
+    "dualad": ("dualad_he", "dualad_ho"),
+    "ader_vitad": ("vitad",),
+}
+ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone.", "ader_vitad": "net_t."}
 
 
 class OfficialCheckpointError(ValueError):
@@ -150,8 +163,9 @@ def read_official(path: str | Path) -> dict[str, Any]:
 
 
 def flat_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """The tensors of an official checkpoint: `state_dict` unwrapped, the DDP `module.` prefix dropped."""
-    state = checkpoint.get("state_dict", checkpoint)
+    """The tensors of an official checkpoint: `state_dict` (or ADer's `net`) unwrapped, the DDP `module.`
+    prefix dropped."""
+    state = checkpoint.get("state_dict", checkpoint.get("net", checkpoint))
     if not isinstance(state, dict):
         return {}
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
@@ -170,6 +184,8 @@ def recognise(state: dict[str, Tensor]) -> str | None:
         return "uniad"
     if has("backbone.") and (has("reconstruction.memory_modules.") or has("reconstruction.proj_encoder.")):
         return "dualad"
+    if has("net_t.") and has("net_fusion.") and has("net_s.blocks."):
+        return "ader_vitad"
     return None
 
 
@@ -188,7 +204,7 @@ def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[s
             f"'{path}' matches no known checkpoint layout ({describe_keys(state or checkpoint)}). Accepted: "
             "a uad last.ckpt; Dinomaly's model.pth (encoder.*, bottleneck.0.*, decoder.*); UniAD's or "
             "DualAD's train_val.py checkpoint ({'state_dict': {[module.]backbone.*, "
-            "[module.]reconstruction.*}})"
+            "[module.]reconstruction.*}}); ADer's ViTAD ckpt.pth or net.pth (net_t.*, net_fusion.*, net_s.*)"
         )
     return layout, state
 
@@ -264,6 +280,12 @@ _SHARED = {  # official keys of one module that every layer holds a copy of -> o
         ),
     ],
 }
+RULES["vitad"] = [
+    (r"^net_fusion\.fc\.", "fusion."),
+    (r"^net_s\.pos_embed$", "pos_embed"),
+    (r"^net_s\.blocks\.", "decoder."),
+]
+_UNUSED = {"vitad": r"^net_s\.(cls_token$|patch_embed\.|norm\.|head\.)"}  # never run by the official forward
 _IN_PROJ = re.compile(r"^(.*)\.in_proj_(weight|bias)$")  # nn.MultiheadAttention's packed Q/K/V
 
 
@@ -283,6 +305,8 @@ def trainable_state(method: str, layout: str, state: dict[str, Tensor]) -> dict[
     head = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX[layout])}
     out: dict[str, Tensor] = {}
     for key, value in head.items():
+        if method in _UNUSED and re.match(_UNUSED[method], key):
+            continue
         shared = next(((p, r) for p, r in _SHARED.get(method, []) if re.match(p, key)), None)
         if shared is not None:
             ours = re.sub(*shared, key)

@@ -5,12 +5,15 @@
     python tests/parity/make_fixtures.py --method uniad --official /path/to/UniAD-checkout
     python tests/parity/make_fixtures.py --method dualad_he --official /path/to/DualAD-checkout
     python tests/parity/make_fixtures.py --method dualad_ho --official /path/to/DualAD-checkout
+    cd /tmp && python .../tests/parity/make_fixtures.py --method vitad --official /path/to/ADer-checkout
 
 The checkout must be at the commit named in `OFFICIAL` (../shared/reference/methods.md), with its
 `.cuda()` calls in the reconstruction models replaced by `.cpu()` (UniAD: `models/reconstructions/uniad.py`
 lines 56 and 172; DualAD: `models/reconstructions/dualad.py` line 141); it needs `easydict` and `einops`
 on PYTHONPATH (Dinomaly's utils.py also imports pandas). Nothing of the official code is copied here or
-committed: it is imported from `--official`.
+committed: it is imported from `--official`. ADer (vitad) must be run from a directory other than the
+checkout (its package `__init__`s import every file they glob relative to the working directory); the
+packages its utilities import but these numbers do not use are stubbed (`ader_imports`).
 
 The official model is filled by the rule in `tests/parity/seeded.py` (key order and shapes alone), the
 input is a real image through the official transform, and the fixture (tests/fixtures/parity/<method>.json,
@@ -46,6 +49,7 @@ OFFICIAL = {
     "uniad": ("zhiyuanyou/UniAD", "a5b9d9d20c2aae680fa00fe5088616b611e05f3c"),
     "dualad_he": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
+    "vitad": ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402"),
 }
 # Dinomaly's sizes as dinomaly_mvtec_uni.py sets them per encoder: (DINOv2 constructor, width, heads, taps).
 # ViT-L differs in depth (24) and in the tapped blocks; the two fused groups are the same halves.
@@ -56,6 +60,7 @@ DINOMALY_SIZES = {
 }
 BACKBONES = {"dinomaly": tuple(DINOMALY_SIZES), "uniad": ("effb4",), "dualad_he": ("wres50",)}
 BACKBONES["dualad_ho"] = BACKBONES["dualad_he"]
+BACKBONES["vitad"] = ("vits16_dino",)
 SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
 
 
@@ -280,6 +285,157 @@ def dualad_ho(official: Path, backbone: str) -> dict:
         num_out_proj_layers=2,
         memory_module=None,
     )
+
+
+# ADer's modules import these at the top but the numbers recorded here never use them (TensorBoard writer, the
+# GPU metric accumulator, numba's jit of an unused function, image-augmentation libraries).
+ADER_UNUSED_MODULES = ("tensorboardX", "numba", "adeval", "imgaug", "imgaug.augmenters")
+ADER_RECIPE = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4, "clip_grad": 5.0}
+VITAD_GRAD_KEYS = [
+    "net_fusion.fc.weight",
+    "net_s.pos_embed",
+    "net_s.blocks.0.attn.qkv.weight",
+    "net_s.blocks.8.mlp.fc2.weight",
+]
+
+
+def ader_imports() -> None:
+    """Empty stand-ins for ADER_UNUSED_MODULES, placeholders for the timm optimisers ADer's `optim` imports
+    by names the installed timm no longer has (ADer's recipes use torch's AdamW), and `collections.Iterable`
+    (Python < 3.10) for its util/net.py."""
+    import collections
+    import collections.abc
+    import importlib
+    import types
+
+    collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
+
+    class Unused(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return lambda *args, **kwargs: lambda f: f
+
+    for name in ADER_UNUSED_MODULES:
+        sys.modules.setdefault(name, Unused(name))
+    for module, name in (("timm.optim.nadam", "Nadam"), ("timm.optim.radam", "RAdam")):
+        module = importlib.import_module(module)
+        if not hasattr(module, name):
+            setattr(module, name, None)
+
+
+def vitad_model(size: int = 256) -> torch.nn.Module:
+    """ADer's ViTAD as configs/benchmark/vitad/vitad_256_100e.py builds it (teacher without its download),
+    through ADer's own `get_model`; unfilled."""
+    from argparse import Namespace
+
+    import model.vitad  # noqa: F401  (registers the ViTAD parts)
+    from model import get_model
+
+    def part(name: str, **kwargs: Any) -> Namespace:
+        return Namespace(name=name, kwargs={"pretrained": False, "checkpoint_path": "", **kwargs})
+
+    teacher = part(
+        "vit_small_patch16_224_dino",
+        pretrained_cfg={},
+        pretrained_strict=False,
+        strict=True,
+        img_size=size,
+        teachers=[3, 6, 9],
+        neck=[12],
+    )
+    fusion = part("fusion", strict=False, dim=384, mul=1)
+    student = part("de_vit_small_patch16_224_dino", strict=False, img_size=size, students=[3, 6, 9], depth=9)
+    return get_model(part("vitad", strict=True, model_t=teacher, model_f=fusion, model_s=student))
+
+
+def ader_input(size: int = 256) -> torch.Tensor:
+    """The test image through ADer's `get_transforms` with the recipe's test_transforms: PIL RGB, Resize
+    (size, size) bilinear, CenterCrop, ToTensor, Normalize (ImageNet)."""
+    import data.transforms  # noqa: F401  (registers the transforms)
+    import torchvision.transforms.functional as TF
+    from data.utils import get_transforms
+
+    steps = [
+        {"type": "Resize", "size": (size, size), "interpolation": TF.InterpolationMode.BILINEAR},
+        {"type": "CenterCrop", "size": (size, size)},
+        {"type": "ToTensor"},
+        {"type": "Normalize", "mean": MEAN, "std": STD, "inplace": True},
+    ]
+    transform = get_transforms(None, train=False, cfg_transforms=steps)
+    return transform(Image.open(REALDATA / IMAGE).convert("RGB"))[None]  # (1, 3, size, size)
+
+
+def vitad(official: Path, backbone: str) -> dict:
+    """ViTAD on DINO ViT-S/16 at 256 as ADer's benchmark recipe: map and loss by ViTADTrainer's calls
+    (Evaluator.cal_anomaly_map with gaussian_sigma=4, CosLoss avg=False), the image score as
+    Evaluator.run pools it (pooling_ks [16, 16]); then 3 training steps of the recipe (get_optim adamw
+    with add_weight_decay groups, clip_grad 5.0 by dispatch_clip_grad, the step schedule's first rate) on
+    the same image, recording each parameter's change."""
+    ader_imports()
+    from loss.base_loss import CosLoss
+    from optim import get_optim
+    from timm.utils import dispatch_clip_grad  # what trainer/_base_trainer.py imports and calls
+    from util.metric import Evaluator
+
+    model = vitad_model()
+    rebuild = fill(model)
+    model.train()  # the teacher stays in eval mode (ViTAD.train)
+    image = ader_input()
+    with torch.no_grad():
+        neck = model.net_t(image)[1][0]  # (1, 256, 384) patch tokens after block 12
+    feats_t, feats_s = model(image)
+    loss_fn = CosLoss(avg=False, lam=1.0)
+    loss = loss_fn(feats_t, feats_s)
+    amap, _ = Evaluator.cal_anomaly_map(
+        [f.detach() for f in feats_t],
+        [f.detach() for f in feats_s],
+        [256, 256],
+        uni_am=False,
+        amap_mode="add",
+        gaussian_sigma=4,
+    )  # (1, 256, 256) float64
+    pooled = F.avg_pool2d(torch.tensor(amap).unsqueeze(1), [16, 16], stride=1).numpy().squeeze(1)
+    score = float(pooled.max(axis=(1, 2))[0])
+    grads = grad_norms(loss, model, VITAD_GRAD_KEYS)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    receiving = sum(p.numel() for p in trainable if p.grad is not None)
+
+    recipe = ADER_RECIPE
+    optim_kwargs = {"name": "adamw", "betas": recipe["betas"], "eps": recipe["eps"]}
+    optim_kwargs |= {"weight_decay": recipe["weight_decay"], "amsgrad": False}
+    optimizer = get_optim(optim_kwargs, model, lr=recipe["lr"])
+    before = {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    step_losses = []
+    for _ in range(3):  # ViTADTrainer.optimize_parameters + BaseTrainer.backward_term
+        optimizer.zero_grad()
+        step_loss = loss_fn(*model(image))
+        step_loss.backward()
+        dispatch_clip_grad(model.parameters(), value=recipe["clip_grad"])
+        optimizer.step()
+        step_losses.append(step_loss.item())
+    params = dict(model.named_parameters())
+    deltas = {k: summary(params[k].detach() - before[k]) for k in VITAD_GRAD_KEYS}
+    return {
+        "config": {"method": "vitad", "backbone": backbone, "protocol": "vitad"},
+        **rebuild,
+        "input": summary(image),
+        "outputs": {
+            "neck": summary(neck),
+            "teachers": [summary(f) for f in feats_t],
+            "students": [summary(f.detach()) for f in feats_s],
+            "eval_map": summary(torch.from_numpy(amap)[:, None]),
+            "image_score": score,
+            "loss": loss.item(),
+            "grad_norms": grads,
+        },
+        "parameters": {"trainable": sum(p.numel() for p in trainable), "with_gradient": receiving},
+        "training": {
+            "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()},
+            "losses": step_losses,
+            "deltas": deltas,
+        },
+    }
 
 
 def main() -> None:

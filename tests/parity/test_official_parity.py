@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 
 from tests.conftest import REALDATA, compose_config
@@ -33,6 +34,7 @@ NAMES = (
     "uniad",
     "dualad_he",
     "dualad_ho",
+    "vitad",
 )
 # Official trainable key -> ours, for the gradient norms the fixtures record.
 GRAD_KEYS = {
@@ -45,6 +47,10 @@ GRAD_KEYS = {
     "reconstruction.in_proj.weight": "wsn_in.proj.weight",
     "reconstruction.proj_decoder.learned_queries.0.weight": "wsn_out.queries.0",
     "reconstruction.out_proj.weight": "wsn_out.proj.weight",
+    "net_fusion.fc.weight": "fusion.weight",
+    "net_s.pos_embed": "pos_embed",
+    "net_s.blocks.0.attn.qkv.weight": "decoder.0.attn.qkv.weight",
+    "net_s.blocks.8.mlp.fc2.weight": "decoder.8.mlp.fc2.weight",
 }
 
 pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/realdata")
@@ -52,10 +58,13 @@ pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/r
 
 def official_file(fixture: dict, path: Path) -> Path:
     """The seeded state dict saved as the official code saves it: Dinomaly a bare state dict; UniAD and
-    DualAD a train_val.py dict with numpy scalars beside the state dict (read through the allow-list)."""
+    DualAD a train_val.py dict with numpy scalars beside the state dict (read through the allow-list); ADer
+    (ViTAD) BaseTrainer.save_checkpoint's ckpt.pth, the state dict under `net`."""
     state = seeded_state(fixture["shapes"], fixture["aliases"])
     if fixture["method"] == "dinomaly":
         torch.save(state, path)
+    elif fixture["method"] == "vitad":
+        torch.save({"net": state, "iter": 3, "epoch": 1, "total_time": 1.0, "scaler": None}, path)
     else:
         torch.save({"epoch": 10, "state_dict": state, "best_metric": np.float64(0.5)}, path)
     return path
@@ -122,3 +131,60 @@ def test_uniad_reconstruction_from_the_official_features(tmp_path):
     assert_matches(aligned, fixture["outputs"]["aligned"], rtol=1e-6)
     output = module.net.reconstruct({"aligned": aligned}, (224, 224))
     check_outputs(module.net, output, protocol, fixture["outputs"])
+
+
+def vitad_output(tmp_path: Path):
+    """(fixture, module, protocol, output) of the imported ViTAD on the fixture's image, in training mode
+    as the fixture's forward ran (the encoder stays in eval mode)."""
+    fixture, module, protocol = imported("vitad", tmp_path)
+    keys = {k: v for k, v in protocol.input_pipeline.items() if k != "label_rule"}
+    transform = InputTransform(protocol.image_size, protocol.crop_size, **keys)
+    rgb = np.asarray(Image.open(REALDATA / fixture["image"]).convert("RGB"))
+    image = transform(rgb, np.zeros(rgb.shape[:2], np.uint8))[0][None]
+    module.train()
+    return fixture, module, protocol, image
+
+
+@pytest.mark.slow
+def test_vitad_features_and_students_are_the_official_ones(tmp_path):
+    """ADer's ViTAD (seeded): the teacher taps, the neck tokens and the student's reversed taps."""
+    fixture, module, _, image = vitad_output(tmp_path)
+    output = module.net(image)
+    outputs = fixture["outputs"]
+    assert_matches(output["neck"], outputs["neck"], rtol=1e-4, atol=1e-5)
+    for ours, theirs in zip(output["teachers"], outputs["teachers"], strict=True):
+        assert_matches(ours, theirs, rtol=1e-4, atol=1e-5)
+    for ours, theirs in zip(output["students"], outputs["students"], strict=True):
+        assert_matches(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_vitad_trains_as_the_official_recipe(tmp_path):
+    """Parameter counts, and 3 steps of experiment=vitad_ader256's optimiser (AdamW, no decay on vectors,
+    gradient-norm clip 5.0 as Lightning applies it) change the parameters as ADer's recipe does."""
+    fixture, module, _, image = vitad_output(tmp_path)
+    counts = fixture["parameters"]
+    ours = module.net.parameter_counts()["trainable_params"]
+    assert ours == counts["with_gradient"] == 16_216_320  # ADer's trainable parameters that receive gradients
+    assert counts["trainable"] - ours == 681_448  # ADer's unused student patch embedding, cls, norm and head
+    cfg = compose_config(["experiment=vitad_ader256"], output_dir=tmp_path / "recipe")
+    recipe = fixture["training"]["recipe"]
+    assert cfg.method.optimizer.lr == recipe["lr"] and cfg.method.optimizer.eps == recipe["eps"]
+    assert cfg.method.optimizer.weight_decay == recipe["weight_decay"]
+    assert list(cfg.method.optimizer.betas) == recipe["betas"] and cfg.method.grad_clip == recipe["clip_grad"]
+    module.optimizer_factory = instantiate(cfg.method.optimizer)
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    params = dict(module.net.named_parameters())
+    before = {key: params[GRAD_KEYS[key]].detach().clone() for key in fixture["training"]["deltas"]}
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = module.net.loss(module.net(image))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.net.trainable_parameters(), cfg.method.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses == pytest.approx(fixture["training"]["losses"], rel=1e-5)
+    for key, delta in fixture["training"]["deltas"].items():
+        assert_matches(params[GRAD_KEYS[key]].detach() - before[key], delta, rtol=1e-4, atol=1e-9)

@@ -9,8 +9,9 @@ learned positional embedding of its own (no class token). The student's tokens a
 decoder mirrors the encoder.
 
 Loss: per level, 1 - cos between the whole flattened (D * h * w) teacher and student features of each
-image, averaged over the batch and summed over the levels. Anomaly map: the mean over the levels of the
-point-wise 1 - cos over channels, each upsampled bilinearly (align_corners=True) to the input; the protocol
+image, averaged over the batch and summed over the levels. Anomaly map: the point-wise 1 - cos over
+channels of each level, upsampled bilinearly (align_corners=True) to the input, summed and divided by the
+number of levels squared (ADer's scale: its mean over levels, divided once more); the protocol
 (`conf/protocol/vitad.yaml`) smooths it (Gaussian, sigma 4) and scores an image by the max of its 16 x 16
 average-pooled map.
 
@@ -142,7 +143,10 @@ class ViTAD(AnomalyNet):
 
     @staticmethod
     def anomaly_map(teachers: Sequence[Tensor], students: Sequence[Tensor], size: Sequence[int]) -> Tensor:
-        """Mean over levels of 1 - cos over channels, each bilinear (align_corners=True) to `size`."""
+        """Sum over the L levels of 1 - cos over channels, each bilinear (align_corners=True) to `size`,
+        divided by L * L: ADer's `cal_anomaly_map` divides the sum by L * sum(weights) with unit weights,
+        i.e. the mean over levels / L. The constant factor changes no ranking metric; kept so that maps and
+        image scores equal the official ones."""
         maps = [
             F.interpolate(
                 1 - F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1),
@@ -152,7 +156,7 @@ class ViTAD(AnomalyNet):
             )
             for t, s in zip(teachers, students, strict=True)
         ]  # L x (B, 1, H, W)
-        return torch.stack(maps).mean(0)
+        return torch.stack(maps).sum(0) / len(maps) ** 2
 
     def loss(self, output: NetOutput, step: int = 0) -> Tensor:
         """Sum over levels of the batch mean of 1 - cos(vec(teacher_i), vec(student_i))."""
