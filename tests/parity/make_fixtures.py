@@ -288,8 +288,8 @@ def dualad_ho(official: Path, backbone: str) -> dict:
 
 
 # ADer's modules import these at the top but the numbers recorded here never use them (TensorBoard writer, the
-# GPU metric accumulator, numba's jit of an unused function, image-augmentation libraries).
-ADER_UNUSED_MODULES = ("tensorboardX", "numba", "adeval", "imgaug", "imgaug.augmenters")
+# GPU metric accumulator, numba's jit of unused functions, the accimage and augmentation libraries).
+ADER_UNUSED_MODULES = ("tensorboardX", "numba", "adeval", "accimage", "imgaug", "imgaug.augmenters")
 ADER_RECIPE = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4, "clip_grad": 5.0}
 VITAD_GRAD_KEYS = [
     "net_fusion.fc.weight",
@@ -301,20 +301,32 @@ VITAD_GRAD_KEYS = [
 
 def ader_imports() -> None:
     """Empty stand-ins for ADER_UNUSED_MODULES, placeholders for the timm optimisers ADer's `optim` imports
-    by names the installed timm no longer has (ADer's recipes use torch's AdamW), and `collections.Iterable`
-    (Python < 3.10) for its util/net.py."""
+    by names the installed timm no longer has (ADer's recipes use torch's AdamW), `collections.Iterable`
+    (Python < 3.10) for its util/net.py, and Pillow < 10's reading of a float zero mask."""
     import collections
     import collections.abc
     import importlib
     import types
 
     collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
+    from_array = Image.fromarray
+
+    def zero_mask_as_old_pillow(array: Any, mode: str | None = None) -> Image.Image:
+        """DefaultAD builds a good image's mask as `fromarray(np.zeros(..), mode='L')` (float64), which
+        Pillow < 10 read as the all-zero 8-bit image and Pillow >= 10 refuses: give it that image."""
+        if mode == "L" and isinstance(array, np.ndarray) and array.dtype != np.uint8 and not array.any():
+            return from_array(np.zeros(array.shape, np.uint8), mode="L")
+        return from_array(array, mode=mode) if mode else from_array(array)
+
+    Image.fromarray = zero_mask_as_old_pillow
 
     class Unused(types.ModuleType):
         def __getattr__(self, name: str) -> Any:
             if name.startswith("__"):
                 raise AttributeError(name)
             return lambda *args, **kwargs: lambda f: f
+
+    import torchvision.transforms.functional  # noqa: F401  (before accimage is stubbed: it checks for it)
 
     for name in ADER_UNUSED_MODULES:
         sys.modules.setdefault(name, Unused(name))

@@ -22,7 +22,13 @@ identity while it runs (UniAD's image score moves the maps to the GPU), `np.int`
 numpy 1.24, used by UniAD's label rule), Dinomaly's AUPRO is skipped (not compared, minutes of CPU), and
 the loaders use no worker processes. The official scores are read where the official code computes them:
 Dinomaly's from the arguments of its image-level `roc_auc_score` call, UniAD's from its `EvalImageMax`,
-DualAD's from the model's `pred_image`.
+DualAD's from the model's `pred_image`, ViTAD's from the arguments of ADer's image-level `roc_auc_score`.
+
+ADer (ViTAD) runs from a working directory outside its checkout (see make_fixtures.py); its DefaultAD
+dataset reads `<root>/meta.json` and accepts only roots named like a benchmark, so the data classes are
+linked into a temporary `mvtec/` folder whose meta.json ADer's own `gen_benchmark/mvtec.py` writes. Its
+evaluator runs with `use_adeval=False` (sklearn on every pixel); the recipe's `use_adeval=True` P-AUROC is a
+50-strip histogram approximation (package `adeval`, CUDA only) and is not compared here.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib
 import json
 import math
 import sys
@@ -46,15 +53,19 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.parity.make_fixtures import (  # noqa: E402
     BACKBONES,
+    MEAN,
     OFFICIAL,
+    STD,
+    ader_imports,
     dinomaly_model,
     fill,
     helper_model,
     official_config,
+    vitad_model,
 )
 
 # The methods whose official test pipeline this script runs (no Ho config is released), their backbones.
-BACKBONES = {method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he")}
+BACKBONES = {method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he", "vitad")}
 SCORE_TOL, AUROC_TOL = 1e-3, 1e-4  # issue 15: scores within 1e-3 of their spread, AUROCs within 1e-4
 
 
@@ -90,6 +101,11 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
     state = model.state_dict()
     if method == "dinomaly":
         torch.save(state, path)
+        return
+    if method == "vitad":  # ADer's BaseTrainer.save_checkpoint: ckpt.pth, the state dict under `net`
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-4)
+        torch.save({"net": state, "optimizer": optimizer.state_dict(), "iter": 1, "epoch": 1}, path)
         return
     prefix = "module." if method == "uniad" else ""
     trainable = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -206,6 +222,91 @@ def run_dualad(model: torch.nn.Module, config: Any, data: Path, classes: list[st
     return images, per_class
 
 
+def _ader_root(data: Path, classes: list[str], tmp: Path) -> Path:
+    """`tmp/mvtec` with the classes of `data` linked in and meta.json by ADer's MVTecSolver."""
+    from data.gen_benchmark.mvtec import MVTecSolver
+
+    root = tmp / "mvtec"
+    root.mkdir()
+    for cls in classes:
+        (root / cls).symlink_to(data / cls, target_is_directory=True)
+    solver = MVTecSolver(root=str(root), is2D=True)
+    solver.CLSNAMES = classes
+    solver.run()
+    return root
+
+
+def run_vitad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
+    """ViTADTrainer.test on one process: DefaultAD with the recipe's test and target transforms, batches of 8
+    in order, cal_anomaly_map(..., amap_mode='add', gaussian_sigma=4), masks > 0.5, then Evaluator.run per
+    class with pooling_ks [16, 16] for mAUROC_sp_max and mAUROC_px."""
+    import torchvision.transforms.functional as TF
+    import util.metric as metric
+    from data.ad_dataset import DefaultAD
+    from data.utils import get_transforms
+
+    importlib.import_module("data.transforms")  # registers ADer's transforms (`data` is a parameter here)
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    auroc = metric.roc_auc_score
+
+    def recorded(y_true: np.ndarray, y_score: np.ndarray) -> float:
+        calls.append((np.asarray(y_true), np.asarray(y_score)))
+        return auroc(y_true, y_score)
+
+    metric.roc_auc_score = recorded
+    size = 256
+    image_steps = [
+        {"type": "Resize", "size": (size, size), "interpolation": TF.InterpolationMode.BILINEAR},
+        {"type": "CenterCrop", "size": (size, size)},
+        {"type": "ToTensor"},
+        {"type": "Normalize", "mean": MEAN, "std": STD, "inplace": True},
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = _ader_root(data, classes, Path(tmp))
+        cfg = argparse.Namespace(
+            data=argparse.Namespace(
+                root=str(root),
+                meta="meta.json",
+                cls_names=classes,
+                loader_type="pil",
+                loader_type_target="pil_L",
+            )
+        )
+        dataset = DefaultAD(
+            cfg,
+            train=False,
+            transform=get_transforms(cfg, False, image_steps),
+            target_transform=get_transforms(cfg, False, [*image_steps[:3]]),
+        )
+        loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False, num_workers=0)
+        masks, maps, names, anomalies, paths = [], [], [], [], []
+        with torch.no_grad():
+            for batch in loader:
+                feats_t, feats_s = model(batch["img"])
+                amap, _ = metric.Evaluator.cal_anomaly_map(
+                    feats_t, feats_s, [size, size], uni_am=False, amap_mode="add", gaussian_sigma=4
+                )
+                mask = batch["img_mask"]
+                mask[mask > 0.5], mask[mask <= 0.5] = 1, 0
+                masks.append(mask.numpy().astype(int))
+                maps.append(amap)
+                names.append(np.array(batch["cls_name"]))
+                anomalies.append(batch["anomaly"].numpy().astype(int))
+                paths += [relative(Path(p).resolve(), data) for p in batch["img_path"]]
+        results = {"imgs_masks": masks, "anomaly_maps": maps, "cls_names": names, "anomalys": anomalies}
+        results = {k: np.concatenate(v, axis=0) for k, v in results.items()}
+        evaluator = metric.Evaluator(["mAUROC_sp_max", "mAUROC_px"], pooling_ks=[16, 16], use_adeval=False)
+        images, per_class = [], {}
+        for cls in classes:
+            out = evaluator.run(results, cls)
+            _, scores = calls[-2]  # mAUROC_sp_max: gt_sp against the pooled maxima, in dataset order
+            rows = [p for p, n in zip(paths, results["cls_names"]) if n == cls]
+            assert len(rows) == len(scores)
+            images += [(p, float(s)) for p, s in zip(rows, scores)]
+            per_class[cls] = {"I-AUROC": float(out["mAUROC_sp_max"]), "P-AUROC": float(out["mAUROC_px"])}
+    return images, per_class
+
+
 def official_side(args: argparse.Namespace) -> dict:
     """Build, fill, save and test the official model; the record `--out` holds."""
     official, args.data = args.official.resolve(), args.data.resolve()
@@ -216,6 +317,9 @@ def official_side(args: argparse.Namespace) -> dict:
     config = None
     if args.method == "dinomaly":
         model = dinomaly_model(args.backbone)
+    elif args.method == "vitad":
+        ader_imports()
+        model = vitad_model()
     else:
         config = official_config(official)
         model = helper_model(config)
@@ -230,6 +334,8 @@ def official_side(args: argparse.Namespace) -> dict:
             images, per_class = run_dinomaly(model, args.data, classes)
         elif args.method == "uniad":
             images, per_class = run_uniad(model, config, args.data, classes)
+        elif args.method == "vitad":
+            images, per_class = run_vitad(model, args.data, classes)
         else:
             images, per_class = run_dualad(model, config, args.data, classes)
     seconds = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
