@@ -19,6 +19,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -99,35 +100,81 @@ def _not_a_file(path: Path) -> str | None:
     return None
 
 
-CODE_OPCODES = ("STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4")  # name classes the reader skips
+CODE = "which could run code when opened"
 
 
-def _named_code(message: str) -> str | None:
-    """What the weights-only reader's refusal says the file holds, in a few words; None when the refusal
-    is not about code (a file that is no pickle at all)."""
+def _pickle_bytes(path: Path) -> bytes:
+    """The main pickle of a torch file: `data.pkl` of the zip format, else the file (legacy format)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            return archive.read(name) if name else b""
+    return path.read_bytes()
+
+
+def _computed_names(path: Path) -> tuple[list[str], bool]:
+    """The names a pickle gives by opcodes the weights-only reader does not take (protocol 4's STACK_GLOBAL,
+    INST), read with `pickletools` (nothing is built), and whether the pickle is well formed."""
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(_pickle_bytes(path)):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(".".join(strings[-2:]))
+            elif op.name == "INST":
+                names.append(str(arg).replace(" ", "."))
+    except Exception:  # damaged, or no pickle: the names read so far
+        return names, False
+    return names, True
+
+
+def _data_names() -> set[str]:
+    """The names the weights-only reader builds: torch's own list and SAFE_GLOBALS."""
+    from torch._weights_only_unpickler import _get_allowed_globals  # torch's list has no public name
+
+    ours = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS if not isinstance(g, tuple)}
+    return (
+        set(_get_allowed_globals())
+        | ours
+        | {name for g in SAFE_GLOBALS if isinstance(g, tuple) for name in g[1:]}
+    )
+
+
+def _named_code(message: str, path: Path) -> str | None:
+    """What the weights-only reader's refusal says the file holds and why that is unsafe, in a few words;
+    None when the refusal is not about code (a damaged file, or no pickle at all)."""
+    if "legacy .tar format" in message:
+        return "a torch legacy .tar archive, whose pickles cannot be read without running them"
     found = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
     if found:
         name = found.group(1)
-        return f"a pickle that names {name if '.' in name else 'builtins.' + name}"
+        return f"a pickle that names {name if '.' in name else 'builtins.' + name}, {CODE}"
     found = re.search(r"reduce for unrecognized function (.+?)(?: which belongs|$)", message, re.M)
     if found:
-        return f"a pickle that calls {found.group(1).strip()}"
-    found = re.search(r"Unsupported operand (\d+)", message)
-    op = pickletools.code2op.get(chr(int(found.group(1)))) if found else None
-    if op is not None and op.name in CODE_OPCODES:
-        return f"a pickle with the {op.name} opcode, which names code by a computed name"
+        return f"a pickle that calls {found.group(1).strip()}, {CODE}"
     found = re.search(r"Can only (?:build|create new object for) .*?but got (\S+)", message)
     if found:
-        return f"a pickle that builds {found.group(1).rstrip('>')}"
+        return f"a pickle that builds {found.group(1).rstrip('>')}, {CODE}"
+    opcode = re.search(r"Unsupported operand (\d+)", message)
+    if not opcode:
+        return None
+    names, well_formed = _computed_names(path)
+    names = [name for name in names if name not in _data_names()]
+    if names:
+        return f"a pickle that names {names[0]} by a computed (protocol 4) name, {CODE}"
+    op = pickletools.code2op.get(chr(int(opcode.group(1))))
+    if well_formed and op is not None:
+        return f"a pickle with the {op.name} opcode (protocol 4), which the weights-only reader does not take"
     return None
 
 
 def refusal(path: Path, what: str) -> str:
     """The one line for a file the weights-only reader refused as holding `what`."""
     return (
-        f"checkpoint '{path}' refused for safety: it holds {what}, which could run code when opened (uad "
-        f"reads only tensors, containers, numbers and strings). If you trust the file, convert it once: "
-        f"{CONVERT} {path}"
+        f"checkpoint '{path}' refused for safety: it holds {what} (uad reads only tensors, containers, "
+        f"numbers and strings). If you trust the file, convert it once: {CONVERT} {path}"
     )
 
 
@@ -142,7 +189,7 @@ def _unreadable(path: Path, err: Exception) -> str:
         what = "a damaged or truncated pickle (torch's legacy format)"
     else:
         what = f"not a torch checkpoint (it starts with {head!r})"
-    detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(err))  # past torch's advice to unpickle it all
+    detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(err))  # past torch's advice to unpickle
     reason = detail.group(1) if detail else (str(err).strip().splitlines() or [type(err).__name__])[0]
     return f"checkpoint '{path}' ({size} bytes) is {what}: {reason}; copy or save it again"
 
@@ -155,10 +202,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if problem:
         raise CheckpointError(problem)
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # refused below if unread
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged file fails anywhere in torch's reader
-        what = _named_code(str(err)) if isinstance(err, pickle.UnpicklingError) else None
+        refused = isinstance(err, (pickle.UnpicklingError, RuntimeError))
+        what = _named_code(str(err), path) if refused else None
         if what is not None:
             raise UnsafeCheckpointError(refusal(path, what)) from None
         raise CheckpointError(_unreadable(path, err)) from None

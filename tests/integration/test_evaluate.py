@@ -68,8 +68,8 @@ class _Evil:
 
 
 def test_official_files_are_read_weights_only(tmp_path, monkeypatch):
-    """An EasyDict config, numpy scalars and arrays, an argparse Namespace (what train_val.py pickles) are read
-    without easydict; any other class is refused without being run."""
+    """An EasyDict config, numpy scalars and arrays, an argparse Namespace (what train_val.py pickles) are
+    read without easydict; any other class is refused without being run."""
     easydict = types.ModuleType("easydict")
 
     class EasyDict(dict):
@@ -84,7 +84,8 @@ def test_official_files_are_read_weights_only(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pth.tar"
     state = {"reconstruction.w": torch.arange(3.0)}
     extra = {"args": argparse.Namespace(lr=0.1), "mean": np.arange(4, dtype=np.float32)}
-    torch.save({"arch": EasyDict(net=[1]), "best_metric": np.float64(0.9), "state_dict": state, **extra}, path)
+    content = {"arch": EasyDict(net=[1]), "best_metric": np.float64(0.9), "state_dict": state, **extra}
+    torch.save(content, path)
     monkeypatch.delitem(sys.modules, "easydict")
     checkpoint = read_checkpoint(path)
     assert checkpoint["arch"]["net"] == [1] and checkpoint["best_metric"] == pytest.approx(0.9)
