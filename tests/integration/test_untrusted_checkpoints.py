@@ -13,7 +13,7 @@ import pytest
 from omegaconf import open_dict
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, compose_config
 from tests.helpers import evil_checkpoints as evil
 from tests.helpers.commands import ENV
 from uad import pipeline
@@ -84,3 +84,24 @@ def test_run_py_refuses_a_malicious_file_in_one_line(mode, case, tiny_cfg, tmp_p
     assert lines[0].startswith(f"error: checkpoint '{path}'") and "Traceback" not in proc.stderr
     assert "refused" in lines[0]
     assert not marker.exists()
+
+
+# Real last.ckpt files of the default method and of a trained one still open and rebuild their network
+# (FeatRec: tests/integration/test_evaluate.py). Dinomaly on the Lite0 CNN variant keeps it small.
+REAL = {
+    "patchcore": ["method=patchcore"],
+    "dinomaly": ["method=dinomaly", "backbone=effnet_lite0", "protocol=r224", "trainer.max_steps=2"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(REAL))
+def test_a_real_last_ckpt_evaluates_as_its_training_run(method, tmp_path, data_dir):
+    tiny = ["debug=tiny", "dataset.classes=[weave]"]
+    train = [*tiny, "callbacks=default", "~callbacks.progress", *REAL[method]]
+    trained = pipeline.run(compose_config(train, output_dir=tmp_path / "run", data_dir=data_dir))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    again = [*tiny, "mode=eval", f"ckpt_path={ckpt}"]  # the method comes from the file
+    results = pipeline.run(compose_config(again, output_dir=tmp_path / "eval", data_dir=data_dir))
+    assert results["per_class"] == trained["per_class"]
+    assert results["run"]["evaluated_checkpoint"]["layout"] == "uad"
