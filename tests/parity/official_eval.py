@@ -55,6 +55,7 @@ from tests.parity.make_fixtures import (  # noqa: E402
     BACKBONES,
     MEAN,
     OFFICIAL,
+    PROTOCOLS,
     STD,
     ader_imports,
     dinomaly_model,
@@ -343,7 +344,7 @@ def official_side(args: argparse.Namespace) -> dict:
     return {
         "method": args.method,
         "official": {"repo": repo, "commit": commit, "command": " ".join(["python", *sys.argv])},
-        "config": {"method": args.method, "backbone": args.backbone, "protocol": args.method},
+        "config": {"method": args.method, "backbone": args.backbone, "protocol": PROTOCOLS[args.method]},
         "data": {"root": str(args.data), "classes": classes},
         "images": dict(sorted(images)),
         "per_class": per_class,
