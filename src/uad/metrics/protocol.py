@@ -71,6 +71,8 @@ class EvalProtocol:
     rescales its FPRs, "max" (Dinomaly) or "minmax" (DualAD). See `uad.metrics.aupro_thresholded`.
     flip_auroc: report 1 - AUROC for an image or pixel AUROC below 0.5, as UniAD's evaluation does; the
     flipped numbers are listed in results["extra"]["flipped_auroc"]. Off everywhere but paper reproduction.
+    description: what the preset's source selects or reports otherwise than uad does (e.g. ADer's binned pixel
+    metrics), in words; results.json carries it with the protocol.
     """
 
     input: InputTransform
@@ -89,6 +91,7 @@ class EvalProtocol:
     aupro_thresholds: int | None = None
     aupro_fpr_rescale: str = "max"
     flip_auroc: bool = False
+    description: str = ""
 
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
