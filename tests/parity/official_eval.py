@@ -122,20 +122,27 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
     )
 
 
+def recorded_auroc(module: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Replace `module.roc_auc_score` by the same function that also records its (labels, scores) in the
+    returned list: the official scores, read where the official code ranks them."""
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    auroc = module.roc_auc_score
+
+    def recorded(y_true: np.ndarray, y_score: np.ndarray) -> float:
+        calls.append((np.asarray(y_true), np.asarray(y_score)))
+        return auroc(y_true, y_score)
+
+    module.roc_auc_score = recorded
+    return calls
+
+
 def run_dinomaly(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
     """dinomaly_mvtec_uni.py's test: MVTecDataset with get_data_transforms(448, 392), batches of 16 in
     order, `evaluation_batch(model, loader, device, max_ratio=0.01, resize_mask=256)` per class."""
     import utils as official_utils
     from dataset import MVTecDataset, get_data_transforms
 
-    calls: list[tuple[np.ndarray, np.ndarray]] = []
-    auroc = official_utils.roc_auc_score
-
-    def recorded(y_true: np.ndarray, y_score: np.ndarray) -> float:
-        calls.append((np.asarray(y_true), np.asarray(y_score)))
-        return auroc(y_true, y_score)
-
-    official_utils.roc_auc_score = recorded
+    calls = recorded_auroc(official_utils)
     official_utils.compute_pro = lambda *args: math.nan
     transform, gt_transform = get_data_transforms(448, 392)
     images, metrics = [], {}
@@ -247,14 +254,7 @@ def run_vitad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[l
     from data.utils import get_transforms
 
     importlib.import_module("data.transforms")  # registers ADer's transforms (`data` is a parameter here)
-    calls: list[tuple[np.ndarray, np.ndarray]] = []
-    auroc = metric.roc_auc_score
-
-    def recorded(y_true: np.ndarray, y_score: np.ndarray) -> float:
-        calls.append((np.asarray(y_true), np.asarray(y_score)))
-        return auroc(y_true, y_score)
-
-    metric.roc_auc_score = recorded
+    calls = recorded_auroc(metric)
     size = 256
     image_steps = [
         {"type": "Resize", "size": (size, size), "interpolation": TF.InterpolationMode.BILINEAR},

@@ -38,23 +38,10 @@ from torch import Tensor, nn
 
 from uad.encoders import Encoder, EncoderSpec
 from uad.methods.base import AnomalyNet, Features, NetOutput
-from uad.methods.dinomaly import default_heads
+from uad.methods.dinomaly import default_heads, trunc_normal_init_
 from uad.nn.align import align_avgpool
 from uad.nn.attention import SelfAttention
 from uad.nn.vit_block import ViTBlock
-
-
-def vit_init_(module: nn.Module, std: float = 0.02) -> None:
-    """timm's ViT init, which the official student keeps: Linear weights N(0, std) (truncated at +-2, i.e.
-    untruncated), zero biases; LayerNorm weight 1, bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class ViTAD(AnomalyNet):
@@ -96,7 +83,7 @@ class ViTAD(AnomalyNet):
             for _ in range(depth)
         )
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        vit_init_(self.decoder)
+        trunc_normal_init_(self.decoder, std=0.02, bound=2.0)  # timm's ViT init: N(0, 0.02) cut at +-2
 
     @classmethod
     def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...]:

@@ -12,8 +12,9 @@ API:
     (N, D) shared by the batch (UniAD's learned query) or (B, N, D) (DualAD's WSN chunks)
   TransformerEncoder(layer, num_layers)(x, pos, mask) -> (B, N, D)
   TransformerDecoder(layer, num_layers)(queries, memory, pos, mask) -> list of every layer's (B, N, D)
-  SelfAttention(dim, num_heads, qkv_bias)(x) -> (B, N, D): plain softmax self-attention in timm's ViT
-    layout (fused qkv), the token mixer of ViTAD's pre-norm decoder blocks
+  FusedQKVAttention(dim, num_heads, qkv_bias)(x) -> (B, N, D): timm's ViT attention layout (fused qkv, proj)
+    with the per-head kernel left to a subclass: SelfAttention (softmax; ViTAD's decoder blocks) here,
+    uad.nn.linear_attention.LinearAttention (Dinomaly's)
 """
 
 from __future__ import annotations
@@ -239,23 +240,34 @@ class TransformerDecoder(nn.Module):
         return outputs
 
 
-class SelfAttention(nn.Module):
-    """Multi-head softmax self-attention in the ViT layout: one fused `qkv` projection (D -> 3D), scaled
-    dot-product attention over all tokens, output projection `proj`; the parameters and key names of timm's
-    `Attention`, so a ViT block's state dict loads as is. A token mixer for `uad.nn.vit_block.ViTBlock`
-    (ViTAD's decoder)."""
+class FusedQKVAttention(nn.Module):
+    """Multi-head self-attention in the ViT layout on (B, N, D) tokens: one fused `qkv` projection (D -> 3D),
+    a per-head kernel (`attend`, the subclass's), output projection `proj`; timm's `Attention` parameters
+    and key names, so a ViT block's state dict loads as is."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
+            raise ValueError(f"{type(self).__name__}: width {dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """(B, heads, N, d) each -> (B, heads, N, d)."""
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, D/heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, D/heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
+        out = self.attend(q, k, v)  # (B, heads, N, d)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class SelfAttention(FusedQKVAttention):
+    """Plain softmax attention over all tokens (scaled dot product): timm's ViT `Attention`, the token mixer
+    of ViTAD's decoder blocks (`uad.nn.vit_block.ViTBlock`)."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from uad.nn.attention import FusedQKVAttention
 
 
 def elu_feature_map(x: Tensor) -> Tensor:
@@ -35,21 +37,12 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, eps: float = 0.0) -> Tenso
     return out.to(dtype)
 
 
-class LinearAttention(nn.Module):
+class LinearAttention(FusedQKVAttention):
     """Multi-head linear attention on (B, N, D) tokens: qkv projection, kernel per head, projection."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, eps: float = 0.0) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"linear attention: width {dim} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, qkv_bias)
         self.eps = eps
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
-        out = linear_attention(q, k, v, self.eps)  # (B, heads, N, d)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return linear_attention(q, k, v, self.eps)
