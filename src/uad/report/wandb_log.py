@@ -1,0 +1,53 @@
+"""The report's plots in W&B, when the run logs there (`logger=wandb`, online or offline): per class the
+score histogram, ROC, PR and PRO curves as images, ROC and PR as W&B line plots, and the gallery as a
+`wandb.Table` with its images. Nothing happens without an active W&B run (`wandb.run`)."""
+
+from __future__ import annotations
+
+import io
+import sys
+from typing import Any
+
+from PIL import Image
+
+
+def _image(wandb: Any, png: bytes, caption: str) -> Any:
+    return wandb.Image(Image.open(io.BytesIO(png)).convert("RGB"), caption=caption)
+
+
+def log_report(report: Any, run: Any = None) -> bool:
+    """Log a `RunReport` or `PredictReport` to `run` (default: the active W&B run); False when there is
+    none (wandb not imported by the run, or no run started)."""
+    wandb = sys.modules.get("wandb")
+    run = run if run is not None else getattr(wandb, "run", None)
+    if wandb is None or run is None:
+        return False
+    payload: dict[str, Any] = {}
+    rows = []
+    for view in report.classes:
+        for kind, png in view.plots.items():
+            payload[f"report/{view.name}/{kind}"] = _image(wandb, png, f"{view.name} {kind}")
+        for kind, (x, y) in view.curves.items():
+            if kind in ("roc", "pr"):
+                table = wandb.Table(columns=["x", "y"], data=[[float(a), float(b)] for a, b in zip(x, y)])
+                axes = ("FPR", "TPR") if kind == "roc" else ("recall", "precision")
+                payload[f"report/{view.name}/{kind}_curve"] = wandb.plot.line(
+                    table, "x", "y", title=f"{view.name} {kind.upper()} ({axes[0]} vs {axes[1]})"
+                )
+        for tile in view.tiles:
+            rows.append(
+                [
+                    view.name,
+                    tile["kind"],
+                    _image(wandb, tile["png"], tile["path"]),
+                    tile["score"],
+                    tile["threshold"],
+                    tile["verdict"],
+                    tile["path"],
+                ]
+            )
+    if rows:
+        columns = ["class", "kind", "image | anomaly map", "score", "threshold", "verdict", "path"]
+        payload["report/gallery"] = wandb.Table(columns=columns, data=rows)
+    run.log(payload)
+    return True
