@@ -17,8 +17,9 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.2em 2em; color: #222; bac
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.2em; margin-top: 1.4em; }
 .meta { color: #555; } .meta td { padding: 0 1.2em 0 0; } .meta th { text-align: left; padding-right: .6em; }
 table.data { border-collapse: collapse; margin: .6em 0; }
-table.data th, table.data td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-table.data th:first-child, table.data td:first-child { text-align: left; }
+table.data th, table.data td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+table.data td[data-value], tfoot td { text-align: right; }
+table.data tfoot td:first-child { text-align: left; }
 table.sortable thead th { cursor: pointer; background: #f0f0f0; user-select: none; }
 table.sortable thead th[data-dir="asc"]::after { content: " \\25B2"; }
 table.sortable thead th[data-dir="desc"]::after { content: " \\25BC"; }
@@ -28,7 +29,8 @@ details { margin: .4em 0; } summary { cursor: pointer; font-weight: 600; }
 section.class { border-top: 2px solid #ddd; margin-top: 1.2em; }
 .plots { display: flex; flex-wrap: wrap; gap: 8px; }
 .gallery { display: flex; flex-wrap: wrap; gap: 10px; }
-figure.tile { margin: 0; border: 1px solid #ddd; padding: 4px; font-size: 12px; max-width: 340px; }
+figure.tile { margin: 0; border: 1px solid #ddd; padding: 4px; font-size: 12px; width: 330px; }
+figure.tile img { width: 330px; }
 figure.tile.wrong { border-color: #c33; }
 .note { color: #666; font-size: 12px; } .bad { color: #b00; } pre { background: #f6f6f6; padding: .6em; }
 .controls button { margin-right: .5em; }
@@ -52,8 +54,18 @@ function sortBy(th) {
 }
 document.querySelectorAll('table.sortable thead th')
   .forEach(th => th.addEventListener('click', () => sortBy(th)));
+// report.html#sort=I-AUROC opens with the tables sorted by that column (highest first)
+const wanted = decodeURIComponent((location.hash.match(/sort=([^&]+)/) || [])[1] || '');
+document.querySelectorAll('table.sortable thead th')
+  .forEach(th => { if (wanted && th.textContent === wanted) sortBy(th); });
 function foldAll(open) { document.querySelectorAll('details.fold').forEach(d => d.open = open); }
 """
+
+
+_FOLD_BUTTONS = (
+    '<div class="controls"><button type="button" onclick="foldAll(true)">expand all</button>'
+    '<button type="button" onclick="foldAll(false)">collapse all</button></div>'
+)
 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
@@ -123,16 +135,15 @@ def key_values(pairs: Iterable[tuple[str, Any]]) -> str:
     return f'<table class="meta">{rows}</table>'
 
 
-def page(title: str, body: str) -> str:
-    """The whole document: CSP, style, body, script."""
+def page(title: str, body: str, fold_buttons: bool = True) -> str:
+    """The whole document: CSP, style, (buttons that open and close every fold), body, script."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
-        '<div class="controls"><button type="button" onclick="foldAll(true)">expand all</button>'
-        '<button type="button" onclick="foldAll(false)">collapse all</button></div>'
-        f"{body}<script>{_SCRIPT}</script></body></html>\n"
+        + (_FOLD_BUTTONS if fold_buttons else "")
+        + f"{body}<script>{_SCRIPT}</script></body></html>\n"
     )
 
 

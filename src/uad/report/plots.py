@@ -71,14 +71,20 @@ def png_of(fig, dpi: int = 80) -> bytes:
 
 
 def histogram_png(
-    normal: np.ndarray, anomalous: np.ndarray, threshold: float | None, title: str, threshold_label: str
+    normal: np.ndarray,
+    anomalous: np.ndarray,
+    threshold: float | None,
+    title: str,
+    threshold_label: str,
+    names: tuple[str, str] = ("normal", "anomalous"),
 ) -> bytes:
-    """Image-score histograms of the normal and the anomalous images on shared bins, the threshold drawn."""
+    """Image-score histograms of two groups (normal and anomalous images, or those judged so) on shared
+    bins, the threshold drawn."""
     fig, ax = _figure(4.2, 2.8)
     values = np.concatenate([normal, anomalous, [] if threshold is None else [threshold]])
     bins = np.histogram_bin_edges(values, bins=min(30, max(8, len(values) // 2))) if len(values) else 10
-    ax.hist(normal, bins=bins, alpha=0.6, color=NORMAL_COLOUR, label=f"normal ({len(normal)})")
-    ax.hist(anomalous, bins=bins, alpha=0.6, color=ANOMALOUS_COLOUR, label=f"anomalous ({len(anomalous)})")
+    ax.hist(normal, bins=bins, alpha=0.6, color=NORMAL_COLOUR, label=f"{names[0]} ({len(normal)})")
+    ax.hist(anomalous, bins=bins, alpha=0.6, color=ANOMALOUS_COLOUR, label=f"{names[1]} ({len(anomalous)})")
     if threshold is not None:
         ax.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.2, label=threshold_label)
     ax.set_xlabel("image score")
@@ -146,7 +152,7 @@ def contour(mask: np.ndarray) -> np.ndarray:
 
 def tile_png(image: np.ndarray | None, amap: np.ndarray, mask: np.ndarray, vmin: float, vmax: float) -> bytes:
     """Two panels side by side: the image and the heat map blended over it, both with the mask's contour in
-    white (image (h, w, 3) uint8 or None, map (h, w), mask (h, w) bool, same size), upscaled 2x."""
+    white (image (h, w, 3) uint8 or None, map (h, w), mask (h, w) bool, same size); the page scales it."""
     colours = heat(amap, vmin, vmax)
     base = image if image is not None else np.full_like(colours, 128)
     blend = (0.5 * base.astype(np.float32) + 0.5 * colours.astype(np.float32)).astype(np.uint8)
@@ -157,10 +163,8 @@ def tile_png(image: np.ndarray | None, amap: np.ndarray, mask: np.ndarray, vmin:
         panels.append(panel)
     gap = np.full((base.shape[0], 4, 3), 255, dtype=np.uint8)
     picture = Image.fromarray(np.concatenate([panels[0], gap, panels[1]], axis=1))
-    if picture.height < 200:
-        picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="png", optimize=False)
+    buffer = io.BytesIO()  # 256 colours: a quarter of the bytes of an RGB PNG, hard to tell apart
+    picture.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="png")
     return buffer.getvalue()
 
 

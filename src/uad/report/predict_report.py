@@ -58,7 +58,15 @@ def build_predict_report(output_dir: str | Path) -> PredictReport:
         title = f"{name}: {flagged} of {len(mine)} anomalous" + (
             f" at threshold {threshold:.4g}" if threshold is not None else ""
         )
-        view.plots["histogram"] = histogram_png(scores, np.array([]), threshold, title, "threshold")
+        judged = np.array([r.get("decision") == "anomalous" for r in mine], dtype=bool)
+        view.plots["histogram"] = histogram_png(
+            scores[~judged],
+            scores[judged],
+            threshold,
+            title,
+            "threshold",
+            ("judged normal", "judged anomalous"),
+        )
         sections.append(html.img(view.plots["histogram"], f"{name} histogram", "plot-histogram"))
     tiles = []
     for item in gallery_items(load_evidence(output_dir)):
