@@ -23,7 +23,7 @@ from uad.report.__main__ import main
 from uad.report.evidence import EVIDENCE_FILE, PredictGallery, record_evaluation
 from uad.report.run_report import build_run_report
 from uad.report.wandb_log import log_report
-from uad.results import build_results, write_results
+from uad.results import write_results
 from uad.runstatus import RunStatus
 
 PLOTS = {"plot-histogram": 1, "plot-roc": 1, "plot-pr": 1, "plot-pro": 1}
