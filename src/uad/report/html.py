@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Sequence
 from html import escape
+from pathlib import Path
 from typing import Any
 
 # Everything the page may load is inline: data: images, inline styles and script, nothing else.
@@ -75,6 +76,11 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
 def img(data: bytes, alt: str, kind: str, mime: str = "image/png") -> str:
     """An inline image; `kind` (data-kind) lets tests and scripts find every plot and gallery image."""
     return f'<img src="{data_uri(data, mime)}" alt="{escape(alt)}" data-kind="{escape(kind)}">'
+
+
+def short_path(path: str) -> str:
+    """The file's name with its folder (a defect type, or a class): what tells gallery images apart."""
+    return "/".join(Path(path).parts[-2:])
 
 
 def fmt_percent(value: float | None) -> str:

@@ -89,7 +89,7 @@ def build_predict_report(output_dir: str | Path) -> PredictReport:
             f"<b>{html.escape(tile['kind'])}</b> · {html.escape(str(item['class']))}"
             + f" · score {tile['score']:.4g}"
             + (f" · threshold {tile['threshold']:.4g}" if tile["threshold"] is not None else "")
-            + f"<br><span class=note>{html.escape(Path(tile['path']).name)}</span>"
+            + f"<br><span class=note>{html.escape(html.short_path(tile['path']))}</span>"
         )
         tiles.append(html.gallery_tile(tile["png"], tile["path"], caption, tile["verdict"] == "anomalous"))
     anomalous = sum(r.get("decision") == "anomalous" for r in scored)

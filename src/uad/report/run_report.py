@@ -213,11 +213,16 @@ def _header(results: dict[str, Any], run_dir: Path) -> str:
     return f"<h1>{html.escape(title or run_dir.name)}</h1>" + html.key_values(pairs)
 
 
-def _paper(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The paper's figures a recipe names (`paper:` with `source`, `mean` and optionally `per_class`,
-    values in % as printed), or {}."""
+def paper_figures(cfg: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """The paper's figures a recipe names (`paper:` with `source`, `mean` and optionally `per_class`, in %
+    as printed), or {} where there are none or the run is not the paper's pairing (its `method`, `backbone`
+    and `dataset`, where the block names them: an override or a recipe extending another changes them)."""
     paper = cfg.get("paper")
-    return paper if isinstance(paper, dict) and paper.get("mean") else {}
+    if not isinstance(paper, dict) or not paper.get("mean"):
+        return {}
+    if any(paper.get(key) not in (None, run.get(key)) for key in ("method", "backbone", "dataset")):
+        return {}
+    return paper
 
 
 def metric_table(results: dict[str, Any], paper: dict[str, Any]) -> str:
@@ -257,7 +262,7 @@ def _class_section(view: ClassView, results: dict[str, Any]) -> str:
             f"{t['class']} {t['path']}",
             f"<b>{html.escape(t['kind'])}</b> · score {t['score']:.4g}"
             + (f" · threshold {t['threshold']:.4g} · {t['verdict']}" if t["threshold"] is not None else "")
-            + f"<br><span class=note>{html.escape(Path(t['path']).name)}</span>",
+            + f"<br><span class=note>{html.escape(html.short_path(t['path']))}</span>",
             t["wrong"],
         )
         for t in view.tiles
@@ -311,7 +316,7 @@ def build_run_report(run_dir: str | Path) -> RunReport:
         metrics = results["per_class"].get(name, {})
         views.append(_class_view(name, scores, labels, threshold, evidence, gallery, metrics))
     body = _header(results, run_dir)
-    body += "<h2>Metrics (%)</h2>" + metric_table(results, _paper(cfg))
+    body += "<h2>Metrics (%)</h2>" + metric_table(results, paper_figures(cfg, results.get("run", {})))
     if results.get("errors"):
         body += "<h2>Failed classes</h2><ul>" + "".join(
             f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in results["errors"].items()

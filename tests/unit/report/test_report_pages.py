@@ -21,7 +21,7 @@ from uad.predict import CSV_COLUMNS, Prediction
 from uad.report import write_report
 from uad.report.__main__ import main
 from uad.report.evidence import EVIDENCE_FILE, PredictGallery, record_evaluation
-from uad.report.run_report import build_run_report
+from uad.report.run_report import build_run_report, paper_figures
 from uad.report.wandb_log import log_report
 from uad.results import write_results
 from uad.runstatus import RunStatus
@@ -85,6 +85,14 @@ def test_run_report_shows_every_class_with_plots_gallery_and_table(tmp_path):
     assert bottle.counts["fp"] == int(((scores > 1.2) & (labels == 0)).sum())
     assert bottle.counts["fn"] == int(((scores <= 1.2) & (labels == 1)).sum())
     assert [t["score"] for t in bottle.tiles[:4]] == sorted(scores[labels == 0], reverse=True)[:4]
+
+
+def test_paper_figures_only_beside_the_papers_own_pairing():
+    paper = {"source": "X", "backbone": "wres50", "dataset": "mvtec", "mean": {"I-AUROC": 99.0}}
+    assert paper_figures({"paper": paper}, {"backbone": "wres50", "dataset": "mvtec"}) == paper
+    assert paper_figures({"paper": paper}, {"backbone": "res34", "dataset": "mvtec"}) == {}
+    assert paper_figures({"paper": paper}, {"backbone": "wres50", "dataset": "visa"}) == {}
+    assert paper_figures({}, {"backbone": "wres50"}) == {}
 
 
 def test_an_older_run_without_report_data_gets_curves_and_says_what_is_missing(tmp_path):
