@@ -1,6 +1,6 @@
 """The report's plots in W&B, when the run logs there (`logger=wandb`, online or offline): per class the
-score histogram, ROC, PR and PRO curves as images, ROC and PR as W&B line plots, and the gallery as a
-`wandb.Table` with its images. Nothing happens without an active W&B run (`wandb.run`)."""
+score histogram, ROC, PR and PRO curves as images, ROC and PR as W&B line plots, and the gallery as
+images and as a `wandb.Table` with them. Nothing happens without an active W&B run (`wandb.run`)."""
 
 from __future__ import annotations
 
@@ -34,12 +34,15 @@ def log_report(report: Any, run: Any = None) -> bool:
                 payload[f"report/{view.name}/{kind}_curve"] = wandb.plot.line(
                     table, "x", "y", title=f"{view.name} {kind.upper()} ({axes[0]} vs {axes[1]})"
                 )
-        for tile in view.tiles:
+        images = [_image(wandb, t["png"], f"{t['kind']} {t['score']:.4g} {t['verdict']}") for t in view.tiles]
+        if images:  # also as an image list: shown as a strip in the run's media panel
+            payload[f"report/{view.name}/gallery"] = images
+        for tile, image in zip(view.tiles, images):
             rows.append(
                 [
                     view.name,
                     tile["kind"],
-                    _image(wandb, tile["png"], tile["path"]),
+                    image,
                     tile["score"],
                     tile["threshold"],
                     tile["verdict"],

@@ -167,6 +167,7 @@ def test_run_report_goes_to_wandb_as_images_curves_and_a_gallery_table(tmp_path)
     assert {"report/bottle/roc_curve", "report/bottle/pr_curve"} <= set(payload)
     table = payload["report/gallery"]
     assert len(table.data) == 3 + 4 and isinstance(table.data[0][2], wandb.Image)
+    assert len(payload["report/bottle/gallery"]) == 3 + 4
     assert log_report(build_run_report(tmp_path)) is ("wandb" in sys.modules and wandb.run is not None)
 
 
