@@ -15,6 +15,7 @@ import torch
 from tests.helpers.report_dom import network_urls, parse
 from uad import leaderboard
 from uad.callbacks.evaluation import Evaluator
+from uad.data.transforms import InputTransform
 from uad.metrics.protocol import EvalProtocol
 from uad.metrics.records import EvalRecords
 from uad.predict import CSV_COLUMNS, Prediction
@@ -53,7 +54,8 @@ def _records(counts: dict[str, tuple[int, int]], size: int = 24) -> EvalRecords:
 
 def _evaluated_run(folder: Path, counts: dict[str, tuple[int, int]]) -> EvalRecords:
     records = _records(counts)
-    results = Evaluator(EvalProtocol(), folder, {"method": "featrec", "backbone": "lite0"}).evaluate(records)
+    protocol = EvalProtocol(InputTransform(24))
+    results = Evaluator(protocol, folder, {"method": "featrec", "backbone": "lite0"}).evaluate(records)
     results["extra"]["thresholds"] = {
         "rule": "quantile",
         "quantile": 0.99,
