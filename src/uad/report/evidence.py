@@ -210,11 +210,12 @@ def record_evaluation(output_dir: Path, records: EvalRecords, fpr_limit: float, 
     trainer's test set. A failure is logged, never raised: the results are already written."""
     dataset = getattr(getattr(trainer, "datamodule", None), "test_set", None)
     image_of = (lambda index: dataset[index]["image"]) if dataset is not None else None
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         path = save_run_evidence(output_dir, records, fpr_limit, image_of)
     except Exception as err:
         log.error("report data not saved: %s: %s", type(err).__name__, err, exc_info=True)
         return None
-    log.info("report data: %s (%.1f s)", path, time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    log.info("report data: %s (%.1f s, %.1f CPU-s)", path, wall, cpu)
     return path
