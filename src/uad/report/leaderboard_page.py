@@ -5,14 +5,17 @@ its CSV, Markdown and PNG."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from uad.metrics.functional import METRIC_NAMES
 from uad.report import html
 
+if TYPE_CHECKING:  # uad.leaderboard imports this module
+    from uad.leaderboard import RunRecord
 
-def leaderboard_page(runs: list[Any], sweep_dir: Path, heatmap: Path | None) -> str:
-    """The page of `runs` (uad.leaderboard.RunRecord); links are relative, so the folder can move."""
+
+def leaderboard_page(runs: list[RunRecord], sweep_dir: Path, heatmap: Path | None) -> str:
+    """The page of a sweep's runs; links are relative, so the folder can move."""
     finished = [r for r in runs if r.status == "finished"]
     others = [r for r in runs if r.status != "finished"]
     rows = []
