@@ -10,13 +10,16 @@ from typing import Any
 
 from PIL import Image
 
+from uad.report.predict_report import PredictReport
+from uad.report.run_report import RunReport
+
 
 def _image(wandb: Any, png: bytes, caption: str) -> Any:
     return wandb.Image(Image.open(io.BytesIO(png)).convert("RGB"), caption=caption)
 
 
-def log_report(report: Any, run: Any = None) -> bool:
-    """Log a `RunReport` or `PredictReport` to `run` (default: the active W&B run); False when there is
+def log_report(report: RunReport | PredictReport, run: Any = None) -> bool:
+    """Log a report's plots and gallery to `run` (default: the active W&B run); False when there is
     none (wandb not imported by the run, or no run started)."""
     wandb = sys.modules.get("wandb")
     run = run if run is not None else getattr(wandb, "run", None)
