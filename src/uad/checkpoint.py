@@ -191,6 +191,7 @@ def _unreadable(path: Path, err: Exception) -> str:
         what = f"not a torch checkpoint (it starts with {head!r})"
     detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(err))  # past torch's advice to unpickle
     reason = detail.group(1) if detail else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    reason = reason.split(". ")[0]  # torch's first sentence; the rest is advice
     return f"checkpoint '{path}' ({size} bytes) is {what}: {reason}; copy or save it again"
 
 
