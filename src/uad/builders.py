@@ -26,7 +26,7 @@ CHECKPOINT_GROUPS = ("method", "backbone", "protocol", "dataset")  # what rebuil
 
 
 def build_protocol(cfg: DictConfig) -> EvalProtocol:
-    return EvalProtocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
+    return EvalProtocol.from_config(OmegaConf.to_container(cfg.protocol, resolve=True))
 
 
 def build_encoder(
@@ -78,12 +78,9 @@ def build_module(cfg: DictConfig, net: AnomalyNet, train: bool = True) -> Anomal
 def build_datamodule(
     cfg: DictConfig, protocol: EvalProtocol, classes: list[str] | None = None
 ) -> AnomalyDataModule:
-    overrides: dict[str, Any] = {
-        "image_size": protocol.image_size,
-        "crop_size": protocol.crop_size,
-        **protocol.input_pipeline,
-        "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
-    }
+    """The data module of `cfg.dataset`, reading its input through `protocol` (the same as
+    `dataset.protocol`, which points at the run's protocol for a data module built from the config alone)."""
+    overrides: dict[str, Any] = {"protocol": protocol.as_dict()}
     if classes is not None:
         overrides["classes"] = classes
     return instantiate(cfg.dataset, **overrides, _convert_="all")
