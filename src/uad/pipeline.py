@@ -31,6 +31,7 @@ from uad.loggers import finish_wandb
 from uad.metrics.protocol import EvalProtocol
 from uad.predict import predict
 from uad.provenance import run_info
+from uad.report import write_report
 from uad.results import merge_results, print_table, write_results
 from uad.runstatus import RunStatus
 from uad.thresholds import Calibrator
@@ -126,6 +127,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 ddp_children_run_this_job(output_dir)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
             result = train(cfg, output_dir)
+        if is_rank_zero and cfg.mode in ("train", "eval", "predict"):
+            write_report(output_dir, cfg.mode)  # report.html from the files just written (uad.report)
     except Exception as err:
         failed = True
         message = status.failed(err) if status else str(err)
