@@ -102,7 +102,6 @@ class PatchCore(MemoryBankNet):
         dim = feature_dim or sum(encoder.channels)
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_class", torch.zeros(0, dtype=torch.long))
-        self._remembered: dict[int, list[Tensor]] = {}
 
     @classmethod
     def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...] | None:
@@ -115,21 +114,14 @@ class PatchCore(MemoryBankNet):
     def extract(self, images: Tensor) -> Features:
         return {"patches": patch_features(self.encoder.feature_maps(images), self.feature_dim)}
 
-    def remember(self, features: Features, class_id: Tensor) -> None:
-        patches = features["patches"].permute(0, 2, 3, 1).flatten(1, 2)  # (B, H_0*W_0, D)
-        for cls in class_id.unique().tolist():
-            self._remembered.setdefault(cls, []).append(patches[class_id == cls].flatten(0, 1).cpu())
-
-    def build_memory(self) -> None:
-        if not self._remembered:
-            raise RuntimeError("PatchCore.build_memory: no training features were remembered")
+    def fit(self, features: Features, class_id: Tensor) -> None:
+        patches = features["patches"].permute(0, 2, 3, 1).flatten(1, 2)  # (N, H_0*W_0, D)
         banks, classes = [], []
-        for cls, parts in sorted(self._remembered.items()):
-            features = torch.cat(parts)  # (N, D)
-            count = max(1, round(self.coreset_ratio * len(features)))
-            banks.append(features[greedy_coreset(features, count, self.projection_dim, self.seed)])
+        for cls in class_id.unique().tolist():
+            train = patches[class_id == cls].flatten(0, 1)  # (n * H_0*W_0, D)
+            count = max(1, round(self.coreset_ratio * len(train)))
+            banks.append(train[greedy_coreset(train, count, self.projection_dim, self.seed)])
             classes.append(torch.full((count,), cls, dtype=torch.long))
-        self._remembered = {}
         device = self.bank.device
         self.bank = torch.cat(banks).to(device)
         self.bank_class = torch.cat(classes).to(device)

@@ -1,6 +1,6 @@
 """The contract every method's network keeps, checked for every method config on a CNN and a ViT: the map
 has the input's size, the loss is finite and trains only the trainable part (a memory-bank method has no
-loss: its training step only remembers, and the bank it builds is its trained state), and a checkpoint
+loss: its training step only keeps features, and the bank it fits is its trained state), and a checkpoint
 (trainable state only) rebuilt onto a fresh network gives the same outputs."""
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ def test_network_contract(method, backbone, tmp_path):
     module = _module(method, backbone, net_seed=1)
     size = module.net.encoder.input_size
     images = torch.randn(2, 3, size, size)
-    batch = {"image": images, "class_id": torch.zeros(2, dtype=torch.long)}
+    batch = {"image": images, "class_id": torch.zeros(2, dtype=torch.long), "index": torch.arange(2)}
 
     module.train()
     if module.fits_memory:
         assert module.configure_optimizers() is None and module.training_step(batch, 0) is None
-        module.net.build_memory()  # what the module's epoch end does
+        module.fit_memory()  # what the module's epoch end does
     else:
         optimizer = module.configure_optimizers()
         optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer

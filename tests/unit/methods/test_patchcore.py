@@ -78,9 +78,7 @@ def test_each_image_is_scored_against_its_own_class_bank():
     torch.manual_seed(1)
     train, class_id = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
     with torch.no_grad():
-        net.remember(net.extract(train[:2]), class_id[:2])
-        net.remember(net.extract(train[2:]), class_id[2:])
-        net.build_memory()
+        net.fit(net.extract(train), class_id)
         patches = net.extract(train)["patches"].permute(0, 2, 3, 1)  # (4, h, w, D)
         test = torch.randn(2, 3, 64, 64)
         output = net(test, torch.tensor([1, 0]))
@@ -106,8 +104,7 @@ def test_each_image_is_scored_against_its_own_class_bank():
 def test_the_map_is_the_upsampled_patch_map_blurred_with_sigma_4():
     net = _net(coreset_ratio=0.5)
     with torch.no_grad():
-        net.remember(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
-        net.build_memory()
+        net.fit(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
         output = net(torch.randn(1, 3, 64, 64), torch.tensor([0]))
     assert len(net.bank) == round(0.5 * 2 * output["patch_map"][0, 0].numel())
     upsampled = F.interpolate(output["patch_map"], size=(64, 64), mode="bilinear")
@@ -126,7 +123,8 @@ def test_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(
     checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     module, _ = load_module(checkpoint)
     saved = torch.load(checkpoint, weights_only=False)  # re-saved by the threshold calibration at the end
-    assert saved["global_step"] == 1 and saved["epoch"] <= 1  # one fitting pass of the three epochs asked
+    assert saved["global_step"] == 0 and saved["epoch"] <= 1  # one fitting pass of the three asked
+    assert saved["uad"]["thresholds"]  # no optimiser step; the fit's checkpoint got the calibration
     assert module.net.bank_class.unique().tolist() == [0, 1, 2]  # weave, nut, pill
     images = torch.randn(2, 3, 64, 64)
     assert torch.isfinite(module.net(images, torch.tensor([0, 2])).anomaly_map).all()
