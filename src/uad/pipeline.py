@@ -31,7 +31,7 @@ from uad.loggers import finish_wandb
 from uad.metrics.protocol import EvalProtocol
 from uad.predict import predict
 from uad.provenance import run_info
-from uad.results import merge_results, print_table, write_results
+from uad.results import Results, merge_results, print_table
 from uad.runstatus import RunStatus
 from uad.thresholds import Calibrator
 from uad.utils.hydra_job import ddp_children_run_this_job, multirun_job, pin_job_device, uses_script_ddp
@@ -44,8 +44,9 @@ MODES = ("train", "describe", "eval", "predict", "export")
 
 def fit_and_test(
     cfg: DictConfig, protocol: EvalProtocol, output_dir: Path, classes: list[str] | None = None
-) -> dict[str, Any] | None:
-    """Train one model on the good images of `classes` (all when None), then evaluate it per class."""
+) -> Results | None:
+    """Train one model on the good images of `classes` (all when None), evaluate it per class, and write
+    its results once, with every part of the run added."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, protocol, classes)
@@ -61,18 +62,22 @@ def fit_and_test(
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
-        results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
-        results["extra"]["thresholds"] = module.extra.get("thresholds")
-        results["run"]["selection"] = selection.record if selection else {"selected_on_test_set": False}
-        results["run"]["feature_cache"] = cache.summary if cache else None
-        write_results(output_dir, results)
+        results.run.update(module.net.parameter_counts() | {"throughput": throughput.stats})
+        results.extra["thresholds"] = module.extra.get("thresholds")
+        results.run["selection"] = selection.record if selection else {"selected_on_test_set": False}
+        results.run["feature_cache"] = cache.summary if cache else None
+        results.write(output_dir)
     return results
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """Train and evaluate; the content of the run's results.json (None on ranks other than 0). In the
+    separate setting each class's model writes its own (classes/<name>/results.json), and the run's table
+    joins them at the end."""
     protocol = build_protocol(cfg)
     if cfg.dataset.setting != "separate":
-        return fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"))
+        results = fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"))
+        return results.to_json() if results else None
     datamodule = build_datamodule(cfg, protocol)
     datamodule.prepare_data()
     parts = []
@@ -81,12 +86,12 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         part = fit_and_test(cfg, protocol, output_dir / "classes" / class_name, [class_name])
         if part is not None:
             parts.append(part)
-            results = merge_results(parts)
-            write_results(output_dir, results)  # the table so far survives a crash in a later class
     if not parts:
         return None
-    print_table(results)
-    return results
+    results = merge_results(parts)
+    results.write(output_dir)
+    print_table(results.to_json())
+    return results.to_json()
 
 
 def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:

@@ -6,8 +6,9 @@ A protocol may add a paper's own reporting rules: its approximate AUPRO as one m
 protocol.aupro_thresholds) and UniAD's flip of an AUROC below 0.5 (protocol.flip_auroc), every flipped
 number listed with its raw value in results["extra"]["flipped_auroc"].
 
-Results are written after every class, atomically, so a crash or a failing class loses nothing that
-was already computed; a class whose evaluation fails is named in `errors` with its cause.
+A class whose evaluation fails is named in `errors` with its cause; the others are kept. The Evaluator
+writes `predictions.csv` and the overlays; its `results` (a `uad.results.Results`) are written once, by
+the run, after its other parts have added theirs.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from uad.metrics.functional import (
 from uad.metrics.protocol import EvalProtocol
 from uad.metrics.records import EvalRecords
 from uad.metrics.stateful import ImageMetrics, PixelMetrics
-from uad.results import build_results, class_mean, print_table, write_results
+from uad.results import Results, class_mean, print_table
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
@@ -42,7 +43,8 @@ log = get_logger(__name__)
 
 
 class Evaluator(Callback):
-    """Turns the test step's anomaly maps into per-class metrics, results files and logger entries."""
+    """Turns the test step's anomaly maps into per-class metrics (`results`), predictions.csv, overlays and
+    logger entries."""
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class Evaluator(Callback):
         self.run_info = dict(run_info or {})
         self.overlays_per_class = overlays_per_class
         self.print_table = print_table
-        self.results: dict[str, Any] | None = None
+        self.results: Results | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -150,10 +152,10 @@ class Evaluator(Callback):
         if trainer.is_global_zero and records is not None:
             self.results = self.evaluate(records, trainer)
             if self.print_table:
-                print_table(self.results)
+                print_table(self.results.to_json())
         self._reset()
 
-    def evaluate(self, records: EvalRecords, trainer: Trainer | None = None) -> dict[str, Any]:
+    def evaluate(self, records: EvalRecords, trainer: Trainer | None = None) -> Results:
         classes = list(dict.fromkeys(records.class_name))
         per_class: dict[str, dict[str, float]] = {}
         per_defect: dict[str, dict[str, Any]] = {}
@@ -176,18 +178,16 @@ class Evaluator(Callback):
             except Exception as err:  # one failing class must not lose the others
                 errors[name] = f"{type(err).__name__}: {err}"
                 log.error("evaluation of class '%s' failed:\n%s", name, traceback.format_exc())
-            extra = _sample_extra(samples) if samples else {}
-            if self.protocol.flip_auroc:
-                extra["flipped_auroc"] = flipped
-            results = build_results(
-                per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors, extra
-            )
-            if self.output_dir:
-                write_results(self.output_dir, results)  # after every class: a crash keeps what is done
+        extra = _sample_extra(samples) if samples else {}
+        if self.protocol.flip_auroc:
+            extra["flipped_auroc"] = flipped
+        results = Results(
+            per_class, self.protocol.as_dict(), dict(self.run_info), per_defect, counts, errors, extra
+        )
         if self.output_dir and self._overlays:
             save_overlays(self.output_dir / "overlays", self._overlays, records)
         if trainer is not None:
-            _log_to_loggers(trainer, results)
+            _log_to_loggers(trainer, results.to_json())
         return results
 
     def _class_metrics(

@@ -79,7 +79,7 @@ def evaluate(rank: int, world: int) -> dict:
     out = {**image.compute(), **pixel.compute(), "binned AUPRO": aupro.compute()}
     records = evaluator._gathered(trainer)
     if rank == 0:
-        results = evaluator.evaluate(records)
+        results = evaluator.evaluate(records).to_json()
         out["classes"] = results["per_class"]
         out["sample_level"] = results["extra"]["sample_level"]
         out["rows"] = len(records.index)
