@@ -106,8 +106,10 @@ class AnomalyModule(LightningModule):
             self.feature_cache.close()
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Per-image anomaly maps at input resolution; the Evaluator callback turns them into metrics."""
-        return {"anomaly_map": self.net(batch["image"], batch.get("class_id")).anomaly_map.float()}
+        """Per-image anomaly maps at input resolution and the network's own image scores (None when it has
+        none); the Evaluator callback turns them into metrics."""
+        output = self.net(batch["image"], batch.get("class_id"))
+        return {"anomaly_map": output.anomaly_map.float(), "image_score": output.image_score}
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.test_step(batch, batch_idx)

@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics.utilities import dim_zero_cat
 
 from uad.callbacks.visualize import save_overlays
+from uad.data.batch import Batch
 from uad.metrics.functional import (
     SAMPLE_METRICS,
     compute_metrics,
@@ -80,29 +81,32 @@ class Evaluator(Callback):
         trainer: Trainer,
         pl_module: LightningModule,
         outputs: Any,
-        batch: dict,
+        batch: Batch,
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         maps = self.protocol.maps_for_eval(outputs["anomaly_map"])  # (B, h, w) float32
-        scores = self.protocol.image_scores(maps)  # (B,)
+        scores = self.protocol.image_scores(maps, outputs.get("image_score"))  # (B,)
         masks = self.protocol.masks_for_eval(batch["mask"])  # (B, h, w) bool
+        labels = self.protocol.labels(batch["label"], batch["mask"], batch["has_mask"])  # (B,)
         index = batch["index"].cpu()
-        self.image_metrics.update(scores, batch["label"], index)
+        self.image_metrics.update(scores, labels, index)
         self.pixel_metrics.update(maps, masks, index)
         for i, *meta in zip(
             index.tolist(), batch["class_name"], batch["defect"], batch["path"], batch["sample_key"]
         ):
             self._meta[i] = tuple(meta)
-        self._keep_overlays(batch, maps, masks)
+        self._keep_overlays(batch, maps, masks, labels)
 
-    def _keep_overlays(self, batch: dict, maps: torch.Tensor, masks: torch.Tensor) -> None:
+    def _keep_overlays(
+        self, batch: Batch, maps: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
+    ) -> None:
         """Keep a few images per class for the overlay PNGs: defective ones first, one good one."""
         if self.overlays_per_class <= 0:
             return
         for i, name in enumerate(batch["class_name"]):
             kept = self._overlays.setdefault(name, [])
-            label = int(batch["label"][i])
+            label = int(labels[i])
             quota = 1 if label == 0 else self.overlays_per_class - 1
             if sum(k["label"] == label for k in kept) >= quota:
                 continue

@@ -34,14 +34,18 @@ Features = dict[str, Tensor]  # what the trainable part consumes, by name; all t
 
 @dataclass
 class NetOutput:
-    """A network's output: the anomaly map, plus the named intermediate tensors its loss needs and
-    `mode=describe` prints. `output["name"]` reads either."""
+    """A network's output: the anomaly map, the network's own image score when its paper defines one (the
+    protocol uses it with `score: net`; None: the protocol scores the map), plus the named intermediate
+    tensors its loss needs and `mode=describe` prints. `output["name"]` reads any of them."""
 
     anomaly_map: Tensor  # (B, 1, H, W) at the input resolution, float32
     tensors: dict[str, Any] = field(default_factory=dict)
+    image_score: Tensor | None = None  # (B,)
 
     def __getitem__(self, name: str) -> Any:
-        return self.anomaly_map if name == "anomaly_map" else self.tensors[name]
+        if name in ("anomaly_map", "image_score"):
+            return getattr(self, name)
+        return self.tensors[name]
 
 
 class AnomalyNet(nn.Module):
