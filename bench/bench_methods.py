@@ -1,5 +1,12 @@
 """Every method at its paper resolution: trainable parameters, GFLOPs per image, and training and
-inference images/s of the whole model (frozen encoder included), with random weights and random images.
+inference images/s of the whole model (frozen encoder included), with random weights and random images;
+then how close each comes to this machine's limit: its fp32 matmul peak (GFLOP/s), the GFLOP/s each
+training step and evaluation forward reaches as a fraction of it, and the operators that take the step's
+time (torch.profiler, self time).
+
+FLOPs are counted on the forward (`mode=describe`, 2 per multiply-add); a training step is counted as the
+encoder's forward plus 3x the trainable part's (forward, and a backward of about twice the forward: the
+gradients of the inputs and of the weights; none flows into the frozen encoder).
 
 The cases are the paper pairings; a case whose method config is not in `conf/method/` is listed as absent.
 """
@@ -38,6 +45,37 @@ CASES = [
 CUDA = torch.cuda.is_available()
 BATCH = 16 if CUDA else 2
 STEPS = 20 if CUDA else 3
+PEAK_SIZE, PEAK_REPEATS = 2048, 10
+
+
+def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> float:
+    """The machine's fp32 matmul rate: the best of `repeats` (size x size) @ (size x size) products, as
+    GFLOP/s (2 size^3 FLOPs each); the best, because a shared machine only ever slows a product down."""
+    device = torch.device("cuda" if CUDA else "cpu")
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        _sync()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def top_ops(step, images: torch.Tensor, count: int = 3) -> str:
+    """The `count` operators with the most self time in one step, with their share of the step's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if CUDA else [])]
+    with profile(activities=activities) as prof:
+        step(images)
+        _sync()
+    events = prof.key_averages()
+    attr = "self_device_time_total" if CUDA else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:count]
+    return ", ".join(f"{e.key.removeprefix('aten::')} {100 * getattr(e, attr) / total:.0f}%" for e in top)
 
 
 def _sync() -> None:
@@ -88,13 +126,25 @@ def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
 
     model.train()
     train_ips = _images_per_s(train_step, images)
+    train_ops = top_ops(train_step, images)
     model.eval()
     infer_ips = _images_per_s(infer_step, images)
-    return {**info, "train_ips": train_ips, "infer_ips": infer_ips}
+    infer_ops = top_ops(infer_step, images)
+    train_gflop = 2 * info["gmacs_encoder"] + 3 * 2 * info["gmacs_trainable"]
+    return {
+        **info,
+        "train_ips": train_ips,
+        "infer_ips": infer_ips,
+        "train_gflops": train_gflop * train_ips,  # GFLOP/s reached
+        "infer_gflops": info["gflops"] * infer_ips,
+        "train_ops": train_ops,
+        "infer_ops": infer_ops,
+    }
 
 
 def main() -> None:
     torch.manual_seed(0)
+    peaks = [matmul_peak_gflops()]
     print("## Methods: parameters, FLOPs and throughput\n")
     print(
         f"Command: `python bench/bench_methods.py`. Random weights and images, batch {BATCH}, "
@@ -105,8 +155,10 @@ def main() -> None:
     header = ["method", "backbone", "input", "trainable params", "GFLOPs (encoder + rest)", "train img/s"]
     print("| " + " | ".join([*header, "infer img/s"]) + " |")
     print("|---|---|---|---|---|---|---|")
+    rows = []
     for method, backbone, extra in CASES:
         row = measure(method, backbone, extra)
+        rows.append((method, backbone, row))
         if row is None:
             print(f"| {method} | {backbone} | | (no `conf/method/{method}.yaml`) | | | |")
             continue
@@ -115,6 +167,32 @@ def main() -> None:
             f"{row['gflops']:.2f} ({2 * row['gmacs_encoder']:.2f} + {2 * row['gmacs_trainable']:.2f}) | "
             f"{row['train_ips']:.1f} | {row['infer_ips']:.1f} |",
             flush=True,
+        )
+    peaks.append(matmul_peak_gflops())
+    print_limit(rows, max(peaks), peaks)
+
+
+def print_limit(rows: list, peak: float, peaks: list[float]) -> None:
+    print("\n### The limit: fraction of this machine's fp32 matmul peak\n")
+    print(
+        f"Peak: {peak:.0f} GFLOP/s, the best of {PEAK_REPEATS} fp32 {PEAK_SIZE}x{PEAK_SIZE} matmuls "
+        f"with {torch.get_num_threads()} threads (measured before and after the cases: "
+        f"{', '.join(f'{p:.0f}' for p in peaks)}). Reached = GFLOPs per image x images/s from the table "
+        "above; a training step counts the encoder's forward + 3x the trainable part's. Top operators: "
+        "self time in one profiled step (`torch.profiler`).\n"
+    )
+    print(
+        "| method | backbone | train GFLOP/s | % peak | infer GFLOP/s | % peak "
+        "| train top ops | infer top ops |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for method, backbone, row in rows:
+        if row is None:
+            continue
+        print(
+            f"| {method} | {backbone} | {row['train_gflops']:.1f} | {row['train_gflops'] / peak:.0%} | "
+            f"{row['infer_gflops']:.1f} | {row['infer_gflops'] / peak:.0%} | "
+            f"{row['train_ops']} | {row['infer_ops']} |"
         )
 
 
