@@ -77,9 +77,9 @@ def plot(rows: list[dict]) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     for mode in ("exact", "binned"):
         part = [r for r in rows if r["mode"] == mode]
-        left.plot([r["maps"] for r in part], [r["seconds"] for r in part], "o-", label=mode)
+        left.plot([r["maps"] for r in part], [r["cpu_seconds"] for r in part], "o-", label=mode)
         right.plot([r["maps"] for r in part], [r["peak_mb"] / 1024 for r in part], "o-", label=mode)
-    left.set(xlabel="test maps (256 x 256)", ylabel="metric time, s", title="all seven metrics")
+    left.set(xlabel="test maps (256 x 256)", ylabel="CPU s (all threads)", title="all seven metrics")
     right.set(xlabel="test maps (256 x 256)", ylabel="peak RSS, GiB", title="peak memory")
     for ax in (left, right):
         ax.grid(alpha=0.3)
@@ -108,7 +108,8 @@ def main() -> None:
     print(
         f"Command: `python bench/bench_growth.py --sizes {' '.join(map(str, args.sizes))}`. Synthetic "
         f"{SIZE}x{SIZE} maps in classes of {PER_CLASS}, all seven metrics per class from the filled states "
-        f"(exact, and binned with {BINS} bins); peak = the subprocess's max RSS (Python + torch alone: "
+        f"(exact, and binned with {BINS} bins); CPU s = the process's CPU time (all threads: what a shared "
+        "machine's load does not inflate; plotted); peak = the subprocess's max RSS (Python + torch alone: "
         "~0.4 GB). Plot: `bench/growth_eval.png`.\n"
     )
     print("| maps | mode | wall s | CPU s | peak RSS GiB | s per 1k maps |")

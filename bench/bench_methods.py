@@ -174,7 +174,7 @@ def main() -> None:
         print(
             f"| {method} | {backbone} | {row['input_size']} | {row['trainable_params']:,} | "
             f"{row['gflops']:.2f} ({2 * row['gmacs_encoder']:.2f} + {2 * row['gmacs_trainable']:.2f}) | "
-            f"{row['train_ips']:.1f} | {row['infer_ips']:.1f} |",
+            f"{row['train_ips']:.3g} | {row['infer_ips']:.3g} |",
             flush=True,
         )
     peaks.append(matmul_peak_gflops())
