@@ -137,6 +137,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 ddp_children_run_this_job(output_dir)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
             result = train(cfg, output_dir)
+        if is_rank_zero and cfg.mode in ("train", "eval", "predict"):
+            from uad.report import write_report
+
+            write_report(output_dir, cfg.mode)  # report.html from the files just written (uad.report)
     except Exception as err:
         failed = True
         message = status.failed(err) if status else str(err)
