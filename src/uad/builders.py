@@ -62,14 +62,15 @@ def build_net(cfg: DictConfig, encoder: Encoder) -> AnomalyNet:
     return net
 
 
-def build_module(cfg: DictConfig, net: AnomalyNet) -> AnomalyModule:
-    """The LightningModule that trains `net` with the method's optimiser and schedule; it keeps the resolved
-    config so that its checkpoints can rebuild the network alone."""
+def build_module(cfg: DictConfig, net: AnomalyNet, train: bool = True) -> AnomalyModule:
+    """The LightningModule that trains `net` with the method's optimiser and schedule (train=false, for a
+    loaded model: neither is built); it keeps the resolved config so that its checkpoints can rebuild the
+    network alone."""
     method = cfg.method
     return AnomalyModule(
         net,
-        optimizer=instantiate(method.optimizer) if method.get("optimizer") else None,
-        scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
+        optimizer=instantiate(method.optimizer) if train and method.get("optimizer") else None,
+        scheduler=instantiate(method.scheduler) if train and method.get("scheduler") else None,
         scheduler_interval=method.get("scheduler_interval", "epoch"),
         config={group: OmegaConf.to_container(cfg[group], resolve=True) for group in CHECKPOINT_GROUPS},
     )
