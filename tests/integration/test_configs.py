@@ -106,7 +106,7 @@ def test_every_dataset_names_a_registered_reader(tmp_path):
 
 
 def test_the_label_does_not_choose_the_reader(tmp_path):
-    from uad.pipeline import build_datamodule, build_protocol
+    from uad.builders import build_datamodule, build_protocol
 
     cfg = compose_config(
         ["dataset=mvtec", "dataset.name=my_mvtec_copy"], output_dir=tmp_path, data_dir=tmp_path
@@ -135,7 +135,7 @@ def test_a_method_names_its_protocol_and_the_dataset_reads_its_input(
     assert cfg.protocol.name == protocol and not (CONF_DIR / "protocol" / f"{method}.yaml").exists()
     dm = instantiate(cfg.dataset)
     assert (dm.transform.input_size, dm.transform.resize) == (size, resize)
-    assert dm.transform == build_protocol(cfg).input and dm.label_rule == cfg.protocol.label_rule
+    assert dm.transform == build_protocol(cfg).input
     override = compose_config([f"method={method}", "protocol=ader256"], output_dir=tmp_path)
     assert instantiate(override.dataset).transform.input_size == 256
 
