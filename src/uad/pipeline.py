@@ -21,10 +21,13 @@ from uad.builders import (
     build_trainer,
 )
 from uad.callbacks.evaluation import Evaluator
+from uad.callbacks.interrupt import Interruption
 from uad.callbacks.rng import RngState
 from uad.callbacks.selection import build_selection
 from uad.callbacks.throughput import Throughput
+from uad.config_checks import check_config
 from uad.describe import describe
+from uad.errors import UserError
 from uad.evaluate import evaluate
 from uad.export import export
 from uad.loggers import finish_wandb
@@ -32,18 +35,22 @@ from uad.metrics.protocol import EvalProtocol
 from uad.predict import predict
 from uad.provenance import run_info
 from uad.results import merge_results, print_table, write_results
-from uad.runstatus import RunStatus
+from uad.runstatus import RunLock, RunStatus
 from uad.thresholds import Calibrator
+from uad.utils.cli import quiet_libraries
 from uad.utils.hydra_job import ddp_children_run_this_job, multirun_job, pin_job_device, uses_script_ddp
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
-MODES = ("train", "describe", "eval", "predict", "export")
 
 
 def fit_and_test(
-    cfg: DictConfig, protocol: EvalProtocol, output_dir: Path, classes: list[str] | None = None
+    cfg: DictConfig,
+    protocol: EvalProtocol,
+    output_dir: Path,
+    classes: list[str] | None = None,
+    interruption: Interruption | None = None,
 ) -> dict[str, Any] | None:
     """Train one model on the good images of `classes` (all when None), then evaluate it per class."""
     if cfg.get("seed") is not None:
@@ -56,6 +63,7 @@ def fit_and_test(
     throughput, selection = Throughput(), build_selection(cfg, protocol)
     calibrator = Calibrator(protocol, **cfg.get("calibration", {}))  # after a selection restored its best
     callbacks = [evaluator, throughput, RngState(), *([selection] if selection else []), calibrator]
+    callbacks += [interruption] if interruption else []
     trainer = build_trainer(cfg, output_dir, callbacks)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -69,16 +77,18 @@ def fit_and_test(
     return results
 
 
-def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+def train(
+    cfg: DictConfig, output_dir: Path, interruption: Interruption | None = None
+) -> dict[str, Any] | None:
     protocol = build_protocol(cfg)
     if cfg.dataset.setting != "separate":
-        return fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"))
+        return fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"), interruption)
     datamodule = build_datamodule(cfg, protocol)
     datamodule.prepare_data()
     parts = []
     for class_name in datamodule.discover_classes():
         log.info("separate setting: training the model of class '%s'", class_name)
-        part = fit_and_test(cfg, protocol, output_dir / "classes" / class_name, [class_name])
+        part = fit_and_test(cfg, protocol, output_dir / "classes" / class_name, [class_name], interruption)
         if part is not None:
             parts.append(part)
             results = merge_results(parts)
@@ -101,15 +111,28 @@ def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """The one entry point behind run.py. In a multirun, a failing job is recorded in its folder
-    (`status.json`, `error.txt`) and returns None, so the sweep goes on; a single run raises."""
-    if cfg.mode not in MODES:
-        raise ValueError(f"mode '{cfg.mode}' is not one of {MODES}")
+    """The one entry point behind run.py. The config is checked before any work; the run folder is locked
+    against a second run and its `status.json` says how the run ended. In a multirun, a failing job is
+    recorded in its folder (`status.json`, `error.txt`) and returns None, so the sweep goes on; a single
+    run raises. SIGTERM / SIGINT save a checkpoint and raise `RunInterrupted` (uad.callbacks.interrupt)."""
+    check_config(cfg)
+    quiet_libraries()
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # the frozen encoder, on purpose
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     is_rank_zero = rank_zero_only.rank == 0
-    status = RunStatus(output_dir) if is_rank_zero else None
+    lock = RunLock(output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if is_rank_zero:
+            lock.acquire()
+        status = RunStatus(output_dir) if is_rank_zero else None
+    except OSError as err:
+        lock.release()
+        raise UserError(
+            f"cannot write into the run folder '{output_dir}' ({err.strerror or err}); give a "
+            "writable hydra.run.dir="
+        ) from err
+    interruption = Interruption().install()
     failed = False
     try:
         pin_job_device(cfg)
@@ -125,16 +148,25 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             if uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
-            result = train(cfg, output_dir)
-    except Exception as err:
+            result = train(cfg, output_dir, interruption)
+    except BaseException as err:
         failed = True
+        stop = interruption.as_interrupted(err)
+        if stop is not None:
+            if status:
+                status.interrupted(stop.signal_name, stop.checkpoint)
+            raise stop from None
+        if not isinstance(err, Exception):
+            raise
         message = status.failed(err) if status else str(err)
         if multirun_job() is None:
             raise
         log.exception("job failed, the sweep goes on: %s (details in %s/error.txt)", message, output_dir)
         return None
     finally:
+        interruption.restore()
         finish_wandb(failed)
+        lock.release()
     if status:
         status.finished()
     return result

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from uad.data.dataset import AnomalyDataset, check_images
 from uad.data.feature_cache import CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
+from uad.data.resumable import ResumableLoader
 from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
@@ -241,7 +242,7 @@ class AnomalyDataModule(LightningDataModule):
         drop_last: bool = False,
         persistent: bool = True,
     ):
-        return DataLoader(
+        return (ResumableLoader if shuffle else DataLoader)(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,

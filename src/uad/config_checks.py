@@ -1,0 +1,93 @@
+"""Values checked before any work, each failing with one line that names the key and the fix. Imports no
+torch, so that `run.py` can call it before the heavy imports: a missing dataset root fails in a second."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from uad.errors import UserError
+
+MODES = ("train", "describe", "eval", "predict", "export")
+DATA_MODES = ("train", "eval")  # the modes that read the dataset
+GENERATED_READERS = ("synthetic",)  # made on first use, so a missing root is fine
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names the key and what to give instead."""
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except Exception as err:  # an interpolation that does not resolve, a ??? value
+        raise ConfigError(f"{key}: {err.__class__.__name__}: {str(err).splitlines()[0]}") from None
+
+
+def positive_int(cfg: DictConfig, key: str) -> None:
+    value = _value(cfg, key)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be a whole number of at least 1, e.g. {key}=8")
+
+
+def finite_float(cfg: DictConfig, key: str) -> None:
+    value = _value(cfg, key)
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise ConfigError(
+            f"{key}={value!r} must be a finite number, e.g. {key}=0.5 (null: the calibrated one)"
+        )
+
+
+def check_training_length(cfg: DictConfig) -> None:
+    epochs, steps = _value(cfg, "trainer.max_epochs"), _value(cfg, "trainer.max_steps")
+    if epochs == 0 or steps == 0:
+        key = "trainer.max_epochs" if epochs == 0 else "trainer.max_steps"
+        raise ConfigError(
+            f"{key}=0 trains nothing, and the results would be those of an untrained network; give "
+            f"{key}=1 or more (mode=eval ckpt_path=... evaluates a trained model)"
+        )
+
+
+def check_dataset_root(cfg: DictConfig) -> None:
+    """A dataset that is not made on first use must exist before anything is imported or built."""
+    dataset = cfg.get("dataset")
+    if (
+        cfg.get("mode", "train") not in DATA_MODES
+        or not dataset
+        or dataset.get("reader") in GENERATED_READERS
+    ):
+        return
+    if cfg.get("mode") == "eval" and not _value(cfg, "dataset.root"):
+        return
+    root = Path(str(_value(cfg, "dataset.root"))).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise ConfigError(
+            f"dataset root '{root}' {what} (dataset={dataset.get('name')}); give dataset.root=<folder "
+            f"that holds the classes>, or put the data under paths.data_dir (UAD_DATA_DIR)"
+        )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs only the config; raises `ConfigError` at the first value that cannot work."""
+    mode = cfg.get("mode", "train")
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is not one of {', '.join(MODES)}")
+    if mode == "train":
+        check_training_length(cfg)
+    for key in ("dataset.batch_size", "dataset.eval_batch_size", "predict.batch_size", "protocol.image_size"):
+        positive_int(cfg, key)
+    for key in ("predict.threshold", "predict.pixel_threshold"):
+        finite_float(cfg, key)
+    check_dataset_root(cfg)
