@@ -9,15 +9,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from uad.errors import UserError
+from uad.errors import ConfigError
 
 MODES = ("train", "describe", "eval", "predict", "export")
 DATA_MODES = ("train", "eval")  # the modes that read the dataset
 GENERATED_READERS = ("synthetic",)  # made on first use, so a missing root is fine
-
-
-class ConfigError(UserError, ValueError):
-    """A config value that cannot work; the message names the key and what to give instead."""
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
@@ -56,6 +52,15 @@ def check_training_length(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{key}=0 trains nothing, and the results would be those of an untrained network; give "
             f"{key}=1 or more (mode=eval ckpt_path=... evaluates a trained model)"
+        )
+
+
+def check_input_size(input_size: int, stride: int, backbone: str) -> None:
+    """The network input must give the deepest feature map at least 2 x 2 cells."""
+    if input_size < 2 * stride:
+        raise ConfigError(
+            f"protocol.image_size: an input of {input_size} px is too small for backbone={backbone}, whose "
+            f"deepest features have stride {stride}; give protocol.image_size={2 * stride} or more"
         )
 
 

@@ -12,6 +12,17 @@ class UserError(Exception):
     """An error whose message names the file or key at fault and the fix."""
 
 
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names the key and what to give instead."""
+
+
+class UserKeyError(UserError, KeyError):
+    """A name that is not there (a backbone, a checkpoint's tensors); a KeyError that prints unquoted."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class RunInterrupted(BaseException):
     """The run was stopped by a signal (a BaseException, like KeyboardInterrupt: nothing may swallow it);
     `checkpoint` is the one saved at `step`, from which `ckpt_path=` resumes."""

@@ -62,6 +62,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from uad.builders import build_encoder, build_module, build_net, build_protocol
+from uad.errors import UserError
 from uad.methods.base import AnomalyNet
 from uad.module import AnomalyModule
 from uad.utils.logging import get_logger
@@ -73,7 +74,7 @@ LAYOUT_METHODS = {"dinomaly": ("dinomaly",), "uniad": ("uniad",), "dualad": ("du
 ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone."}
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(UserError, ValueError):
     """An official checkpoint that cannot be read, recognised or mapped onto the network."""
 
 

@@ -27,7 +27,7 @@ from uad.callbacks.selection import build_selection
 from uad.callbacks.throughput import Throughput
 from uad.config_checks import check_config
 from uad.describe import describe
-from uad.errors import UserError
+from uad.errors import ConfigError, UserError
 from uad.evaluate import evaluate
 from uad.export import export
 from uad.loggers import finish_wandb
@@ -106,7 +106,7 @@ def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:
     if not metric or not results or "mean" not in results:
         return None
     if metric not in results["mean"]:
-        raise KeyError(f"optimized_metric '{metric}' is not one of {sorted(results['mean'])}")
+        raise ConfigError(f"optimized_metric '{metric}' is not one of {sorted(results['mean'])}")
     return results["mean"][metric]
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from uad.errors import ConfigError
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,9 +51,9 @@ class FeatureCache:
         dir: str | Path | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"feature_cache.mode '{mode}' is not one of {MODES} (none: feature_cache=none)")
+            raise ConfigError(f"feature_cache.mode '{mode}' is not one of {MODES} (none: feature_cache=none)")
         if dtype not in DTYPES:
-            raise ValueError(f"feature_cache.dtype '{dtype}' is not one of {sorted(DTYPES)}")
+            raise ConfigError(f"feature_cache.dtype '{dtype}' is not one of {sorted(DTYPES)}")
         self.mode = mode
         self.dtype = DTYPES[dtype]
         self.ram_budget_bytes = int(ram_budget_gb * 2**30)

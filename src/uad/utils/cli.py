@@ -5,6 +5,7 @@ for bugs, and for everything with HYDRA_FULL_ERROR=1. Imports nothing heavy (run
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
 import os
 import re
@@ -119,10 +120,8 @@ def explain(err: Exception, argv: Sequence[str], conf_dir: Path) -> str | None:
         return str(err)
     os_error = _os_error(err)
     if os_error is not None and os_error.filename:
-        return (
-            f"cannot write '{os_error.filename}' ({os_error.strerror}); give a writable run folder "
-            "(hydra.run.dir=...) or free space"
-        )
+        fix = "free some space" if os_error.errno == errno.ENOSPC else "give a writable hydra.run.dir="
+        return f"cannot write '{os_error.filename}' ({os_error.strerror}); {fix}"
     message = str(err)
     if isinstance(err, MissingConfigException) or "Config group override" in message:
         return explain_choice(overrides, conf_dir) or message.strip().splitlines()[0]
