@@ -131,7 +131,7 @@ def test_predict_scores_around_a_bomb_and_names_every_output_uniquely(tmp_path, 
     assert code == 0, output[-3000:]
     images = tmp_path / "in"
     (images / "x").mkdir(parents=True)
-    good = next((data_dir / "synthetic" / "nut" / "test" / "good").glob("*.png"))
+    good = next((data_dir / "synthetic").glob("*/nut/test/good/*.png"))
     Image.open(good).save(images / "good.png")
     Image.open(good).convert("RGB").save(images / "good.jpg")
     Image.open(good).save(images / "x" / "y.png")
@@ -155,7 +155,7 @@ def test_predict_scores_around_a_bomb_and_names_every_output_uniquely(tmp_path, 
     with open(out / "predictions.csv", newline="") as handle:
         rows = {Path(r["path"]).relative_to(images).as_posix(): r for r in csv.DictReader(handle)}
     assert sorted(rows) == ["bomb.png", "good.jpg", "good.png", "sub/linked.png", "x/y.png", "x__y.png"]
-    assert "DecompressionBomb" in rows["bomb.png"]["error"] and not rows["bomb.png"]["overlay"]
+    assert "decompression bomb" in rows["bomb.png"]["error"] and not rows["bomb.png"]["overlay"]
     scored = [r for r in rows.values() if not r["error"]]
     overlays, maps = {r["overlay"] for r in scored}, {r["map"] for r in scored}
     assert len(overlays) == len(maps) == 5 and all((out / p).is_file() for p in overlays | maps)
@@ -210,7 +210,7 @@ def fault_runs(tmp_path_factory, data_dir) -> dict[str, dict]:
 
     def one(case: tuple[str, list[str], list[str]]) -> dict:
         name, overrides, _ = case
-        run_dir = tmp / name.replace(" ", "_")
+        run_dir = tmp / "".join(c if c.isalnum() else "_" for c in name)
         args = [*FEATREC, f"paths.data_dir={data_dir}", *(o.format(tmp=tmp) for o in overrides)]
         if not any(o.startswith("hydra.run.dir") for o in overrides):
             args.append(f"hydra.run.dir={run_dir}")

@@ -103,6 +103,19 @@ def _keys_with(overrides: Sequence[str], conf_dir: Path) -> Callable[[str], list
     return keys_of
 
 
+def _unparsable(overrides: Sequence[str]) -> str | None:
+    """The first override Hydra's parser refuses."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception:
+            return override
+    return None
+
+
 def _os_error(err: BaseException) -> OSError | None:
     while err is not None:
         if isinstance(err, OSError):
@@ -126,8 +139,10 @@ def explain(err: Exception, argv: Sequence[str], conf_dir: Path) -> str | None:
     if isinstance(err, MissingConfigException) or "Config group override" in message:
         return explain_choice(overrides, conf_dir) or message.strip().splitlines()[0]
     if isinstance(err, OverrideParseException):
-        first = message.strip().splitlines()[0]
-        return f"{first} (quote a value holding '=' or spaces: \"key='value'\")"
+        return (
+            f"{_unparsable(overrides) or 'an override'}: {message.strip().splitlines()[0]}; quote a value "
+            "that holds '=', spaces or brackets: \"key='value'\""
+        )
     if isinstance(err, HydraException) or "is not in struct" in message:
         return (
             explain_choice(overrides, conf_dir)
