@@ -65,7 +65,7 @@ def fit_and_test(
     callbacks = [evaluator, throughput, RngState(), *([selection] if selection else []), calibrator]
     callbacks += [interruption] if interruption else []
     trainer = build_trainer(cfg, output_dir, callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
