@@ -22,7 +22,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from uad.errors import UserError
 from uad.loggers import log_leaderboard
 from uad.metrics.functional import METRIC_NAMES
 from uad.runstatus import ERROR_FILE, STATUS_FILE, read_status, run_state
@@ -110,7 +109,7 @@ def read_run(run_dir: Path, sweep_dir: Path) -> RunRecord:
 def collect(sweep_dir: str | Path) -> list[RunRecord]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
-        raise UserError(f"sweep folder '{sweep_dir}' does not exist: pass the folder of a multirun")
+        raise FileNotFoundError(f"sweep folder '{sweep_dir}' does not exist: pass the folder of a multirun")
     runs = [read_run(run_dir, sweep_dir) for run_dir in find_run_dirs(sweep_dir)]
     shared = set.intersection(*(set(r.overrides) for r in runs)) if len(runs) > 1 else set()
     for run in runs:  # keep what tells the runs apart (the swept values), not what they all share

@@ -21,13 +21,13 @@ from uad.builders import (
     build_trainer,
 )
 from uad.callbacks.evaluation import Evaluator
-from uad.callbacks.interrupt import Interruption
+from uad.callbacks.interrupt import Interruption, requeued_checkpoint
 from uad.callbacks.rng import RngState
 from uad.callbacks.selection import build_selection
 from uad.callbacks.throughput import Throughput
 from uad.config_checks import check_config
 from uad.describe import describe
-from uad.errors import ConfigError, UserError
+from uad.errors import UserError, UserKeyError
 from uad.evaluate import evaluate
 from uad.export import export
 from uad.loggers import finish_wandb
@@ -106,7 +106,7 @@ def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:
     if not metric or not results or "mean" not in results:
         return None
     if metric not in results["mean"]:
-        raise ConfigError(f"optimized_metric '{metric}' is not one of {sorted(results['mean'])}")
+        raise UserKeyError(f"optimized_metric '{metric}' is not one of {sorted(results['mean'])}")
     return results["mean"][metric]
 
 
@@ -147,6 +147,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         else:
             if uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)
+            resume = requeued_checkpoint(output_dir) if not cfg.get("ckpt_path") else None
+            if resume is not None:
+                log.info("requeued SLURM job: resuming from %s", resume)
+                cfg.ckpt_path = str(resume)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
             result = train(cfg, output_dir, interruption)
     except BaseException as err:

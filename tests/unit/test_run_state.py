@@ -209,3 +209,15 @@ def test_hydra_errors_name_the_valid_choices_and_keys():
     message = "Could not override 'trainer.max_epochz'.\nKey 'max_epochz' is not in struct"
     line = cli.explain_key(message, ["trainer.max_epochz=3"], lambda parent: ["max_epochs", "max_steps"])
     assert "did you mean trainer.max_epochs?" in line and "+trainer.max_epochz=3" in line
+
+
+def test_a_requeued_slurm_job_resumes_from_its_folders_last_checkpoint(tmp_path, monkeypatch):
+    from uad.callbacks.interrupt import requeued_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert requeued_checkpoint(tmp_path) is None  # a first attempt starts afresh
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued_checkpoint(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    assert requeued_checkpoint(tmp_path / "elsewhere") is None

@@ -5,12 +5,14 @@ with `RunInterrupted`, which `uad.pipeline.run` records as "interrupted" and `ru
 status 128 + the signal number. Outside the training steps (data setup, evaluation) it stops at once; a
 second signal always stops at once.
 
-On SLURM, Lightning's SLURM environment (auto-requeue, on by default when a job runs under SLURM) saves an
-`hpc_ckpt_<n>.ckpt` into the run folder on the requeue signal and requeues the job (docs/scaling.md).
+On SLURM a pre-empted or timed-out job gets SIGTERM, so it stops the same way; requeued (submitit's
+`hydra.launcher.max_num_timeout`, or Lightning's SLURM auto-requeue), it resumes from that checkpoint on its
+own (`requeued_checkpoint`, docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -26,6 +28,15 @@ from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def requeued_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint a requeued SLURM job resumes from: its folder's `checkpoints/last.ckpt` (written when
+    SLURM's SIGTERM stopped the previous attempt) when `SLURM_RESTART_COUNT` says this is a requeue."""
+    if int(os.environ.get("SLURM_RESTART_COUNT") or 0) < 1:
+        return None
+    last = output_dir / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
 
 
 class Interruption(Callback):
