@@ -22,7 +22,7 @@ from uad.data.resumable import ResumableLoader
 from uad.predict import output_names, walk_files
 from uad.runstatus import RunFolderBusy, RunLock, RunStatus, read_status, run_state
 from uad.utils import cli, io
-from uad.utils.checkpoint_io import AtomicCheckpointIO
+from uad.utils.checkpoint_io import AtomicCheckpointIO, CheckpointSaveError
 
 
 def _dead_pid() -> int:
@@ -112,7 +112,7 @@ def test_a_failed_checkpoint_save_leaves_the_previous_one_whole(tmp_path, monkey
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", enospc)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointSaveError, match=r"last\.ckpt.*No space left.*previous checkpoint is kept"):
         AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(1000)}}, path)
     assert path.read_bytes() == before and os.listdir(path.parent) == ["last.ckpt"]
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], good["state_dict"]["w"])
