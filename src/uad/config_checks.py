@@ -84,6 +84,15 @@ def check_dataset_root(cfg: DictConfig) -> None:
         )
 
 
+def check_predict_input(cfg: DictConfig) -> None:
+    """mode=predict: an input that is not a glob must exist (found before the model is loaded)."""
+    spec = _value(cfg, "predict.input")
+    if cfg.get("mode") != "predict" or not spec or any(c in str(spec) for c in "*?["):
+        return
+    if not Path(str(spec)).expanduser().exists():
+        raise ConfigError(f"predict.input '{spec}' does not exist; give an image, a folder or a glob")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs only the config; raises `ConfigError` at the first value that cannot work."""
     mode = cfg.get("mode", "train")
@@ -96,3 +105,4 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("predict.threshold", "predict.pixel_threshold"):
         finite_float(cfg, key)
     check_dataset_root(cfg)
+    check_predict_input(cfg)

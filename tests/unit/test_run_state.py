@@ -188,10 +188,11 @@ def test_output_names_are_unique_and_symlinked_folders_are_walked_once(tmp_path)
         ("predict.threshold=abc", "predict.threshold"),
         ("mode=bogus", "mode"),
         ("dataset=mvtec", "dataset root"),
+        ("mode=predict predict.input=/no/such.png", "predict.input"),
     ],
 )
 def test_values_that_cannot_work_are_refused_by_key(override, key, tmp_path):
-    cfg = compose_config(["debug=tiny", override], output_dir=tmp_path, data_dir=tmp_path)
+    cfg = compose_config(["debug=tiny", *override.split()], output_dir=tmp_path, data_dir=tmp_path)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_config(cfg)
 
