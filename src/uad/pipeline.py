@@ -160,10 +160,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             if status:
                 status.interrupted(stop.signal_name, stop.checkpoint)
             raise stop from None
-        if not isinstance(err, Exception):
-            raise
         message = status.failed(err) if status else str(err)
-        if multirun_job() is None:
+        if multirun_job() is None or not isinstance(err, Exception):
             raise
         log.exception("job failed, the sweep goes on: %s (details in %s/error.txt)", message, output_dir)
         return None

@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 
-class EpochSampler(Sampler[int]):
-    """A random order per epoch from a remembered seed; `resume(seed, skip)` replays an epoch from `skip`."""
+class EpochSampler(RandomSampler):
+    """A random order per epoch from a remembered seed; `resume(seed, skip)` replays an epoch from `skip`.
+    A `RandomSampler`, so that Lightning knows the loader shuffles (its DDP sampler then shuffles too)."""
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset)  # type: ignore[arg-type]
+        self.size = len(dataset)  # type: ignore[arg-type]
         self.seed: int | None = None
         self._resume: tuple[int, int] | None = None
 
@@ -48,7 +50,7 @@ class ResumableLoader(DataLoader):
 
     def __init__(self, dataset: Dataset, shuffle: bool = True, sampler: Any = None, **kwargs: Any) -> None:
         if shuffle and sampler is None:
-            sampler = EpochSampler(len(dataset))  # type: ignore[arg-type]
+            sampler = EpochSampler(dataset)
         super().__init__(dataset, sampler=sampler, **kwargs)
         self.consumed = 0
         self._resuming = False
