@@ -3,44 +3,24 @@ trains and evaluates (one model for all classes, or one per class with `dataset.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from uad.builders import (
-    attach_feature_cache,
-    build_datamodule,
-    build_encoder,
-    build_module,
-    build_net,
-    build_protocol,
-    build_trainer,
-)
-from uad.callbacks.evaluation import Evaluator
-from uad.callbacks.interrupt import Interruption, requeued_checkpoint
-from uad.callbacks.rng import RngState
-from uad.callbacks.selection import build_selection
-from uad.callbacks.throughput import Throughput
 from uad.config_checks import check_config
-from uad.describe import describe
 from uad.errors import UserError, UserKeyError
-from uad.evaluate import evaluate
-from uad.export import export
-from uad.loggers import finish_wandb
-from uad.metrics.protocol import EvalProtocol
-from uad.predict import predict
-from uad.provenance import run_info
-from uad.results import merge_results, print_table, write_results
 from uad.runstatus import RunLock, RunStatus
-from uad.thresholds import Calibrator
 from uad.utils.cli import quiet_libraries
 from uad.utils.hydra_job import ddp_children_run_this_job, multirun_job, pin_job_device, uses_script_ddp
 from uad.utils.io import write_text
-from uad.utils.logging import get_logger
+from uad.utils.logging import get_logger, rank_zero_only
+
+if TYPE_CHECKING:
+    from uad.callbacks.interrupt import Interruption
+    from uad.metrics.protocol import EvalProtocol
 
 log = get_logger(__name__)
 
@@ -53,6 +33,24 @@ def fit_and_test(
     interruption: Interruption | None = None,
 ) -> dict[str, Any] | None:
     """Train one model on the good images of `classes` (all when None), then evaluate it per class."""
+    import lightning as L  # here, not at the top: `run.py` starts (and reports a bad config) at torch's cost
+
+    from uad.builders import (
+        attach_feature_cache,
+        build_datamodule,
+        build_encoder,
+        build_module,
+        build_net,
+        build_trainer,
+    )
+    from uad.callbacks.evaluation import Evaluator
+    from uad.callbacks.rng import RngState
+    from uad.callbacks.selection import build_selection
+    from uad.callbacks.throughput import Throughput
+    from uad.provenance import run_info
+    from uad.results import write_results
+    from uad.thresholds import Calibrator
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, protocol, classes)
@@ -80,6 +78,9 @@ def fit_and_test(
 def train(
     cfg: DictConfig, output_dir: Path, interruption: Interruption | None = None
 ) -> dict[str, Any] | None:
+    from uad.builders import build_datamodule, build_protocol
+    from uad.results import merge_results, print_table, write_results
+
     protocol = build_protocol(cfg)
     if cfg.dataset.setting != "separate":
         return fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"), interruption)
@@ -132,6 +133,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
             f"cannot write into the run folder '{output_dir}' ({err.strerror or err}); give a "
             "writable hydra.run.dir="
         ) from err
+    from uad.callbacks.interrupt import Interruption, requeued_checkpoint  # Lightning: after the checks
+
     interruption = Interruption().install()
     failed = False
     try:
@@ -139,11 +142,21 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         if is_rank_zero:
             write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.mode == "describe":
+            from uad.describe import describe
+
             result = describe(cfg, output_dir)
         elif cfg.mode == "eval":
+            from uad.evaluate import evaluate
+
             result = evaluate(cfg, output_dir)
-        elif cfg.mode in ("predict", "export"):
-            result = (predict if cfg.mode == "predict" else export)(cfg, output_dir)
+        elif cfg.mode == "predict":
+            from uad.predict import predict
+
+            result = predict(cfg, output_dir)
+        elif cfg.mode == "export":
+            from uad.export import export
+
+            result = export(cfg, output_dir)
         else:
             if uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)
@@ -153,6 +166,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
                 cfg.ckpt_path = str(resume)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
             result = train(cfg, output_dir, interruption)
+        if is_rank_zero and cfg.mode in ("train", "eval", "predict"):
+            from uad.report import write_report
+
+            write_report(output_dir, cfg.mode)  # report.html from the files just written (uad.report)
     except BaseException as err:
         failed = True
         stop = interruption.as_interrupted(err)
@@ -167,7 +184,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     finally:
         interruption.restore()
-        finish_wandb(failed)
+        if "wandb" in sys.modules:  # only a W&B logger imports it
+            from uad.loggers import finish_wandb
+
+            finish_wandb(failed)
         lock.release()
     if status:
         status.finished()
