@@ -67,21 +67,15 @@ def check_input_size(input_size: int, stride: int, backbone: str) -> None:
 def check_dataset_root(cfg: DictConfig) -> None:
     """A dataset that is not made on first use must exist before anything is imported or built."""
     dataset = cfg.get("dataset")
-    if (
-        cfg.get("mode", "train") not in DATA_MODES
-        or not dataset
-        or dataset.get("reader") in GENERATED_READERS
-    ):
+    if cfg.get("mode", "train") not in DATA_MODES or not dataset:
         return
-    if cfg.get("mode") == "eval" and not _value(cfg, "dataset.root"):
+    reader = dataset.get("reader")
+    if reader in GENERATED_READERS or (cfg.get("mode") == "eval" and not _value(cfg, "dataset.root")):
         return
-    root = Path(str(_value(cfg, "dataset.root"))).expanduser()
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise ConfigError(
-            f"dataset root '{root}' {what} (dataset={dataset.get('name')}); give dataset.root=<folder "
-            f"that holds the classes>, or put the data under paths.data_dir (UAD_DATA_DIR)"
-        )
+    from uad.data.readers.registry import READERS, check_root  # the readers' table: no torch
+
+    if reader in READERS:
+        check_root(reader, Path(str(_value(cfg, "dataset.root"))).expanduser())
 
 
 def check_predict_input(cfg: DictConfig) -> None:

@@ -17,8 +17,9 @@ import torch
 
 from tests.conftest import CONF_DIR, compose_config
 from uad import runstatus, status
-from uad.config_checks import ConfigError, check_config
+from uad.config_checks import check_config
 from uad.data.resumable import ResumableLoader
+from uad.errors import UserError
 from uad.predict import output_names, walk_files
 from uad.runstatus import RunFolderBusy, RunLock, RunStatus, read_status, run_state
 from uad.utils import cli, io
@@ -187,13 +188,13 @@ def test_output_names_are_unique_and_symlinked_folders_are_walked_once(tmp_path)
         ("predict.threshold=nan", "predict.threshold"),
         ("predict.threshold=abc", "predict.threshold"),
         ("mode=bogus", "mode"),
-        ("dataset=mvtec", "dataset root"),
+        ("dataset=mvtec", "MVTec AD root"),
         ("mode=predict predict.input=/no/such.png", "predict.input"),
     ],
 )
 def test_values_that_cannot_work_are_refused_by_key(override, key, tmp_path):
     cfg = compose_config(["debug=tiny", *override.split()], output_dir=tmp_path, data_dir=tmp_path)
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
         check_config(cfg)
 
 
