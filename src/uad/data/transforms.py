@@ -54,7 +54,6 @@ from uad.errors import ConfigError
 
 RESIZES = ("cv2", "pil")
 MASK_RULES = ("binarize_first", "resize_then_threshold", "resize_then_truncate")
-LABEL_RULES = ("folder", "mask")
 CV2_FILTERS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
 PIL_FILTERS = {
     "linear": Image.Resampling.BILINEAR,
