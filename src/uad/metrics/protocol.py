@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uad.data.transforms import InputTransform, check_choice
+from uad.errors import ConfigError
 from uad.metrics.functional import FPR_RESCALES
 
 SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
@@ -81,25 +82,25 @@ class EvalProtocol:
 
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
-            raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
+            raise ConfigError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
         check_choice("label_rule", self.label_rule, LABEL_RULES)
         if not 0.0 < self.fpr_limit <= 1.0:
-            raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
+            raise ConfigError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.pixel_bins must be null (exact) or an int >= 16; got {self.pixel_bins}"
             )
         if self.map_dtype not in MAP_DTYPES:
-            raise ValueError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
+            raise ConfigError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
         if self.aupro_thresholds is not None and not (
             isinstance(self.aupro_thresholds, int) and self.aupro_thresholds >= 2
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.aupro_thresholds must be null (exact AUPRO only) or an int >= 2, e.g. 200; "
                 f"got {self.aupro_thresholds!r}"
             )
         if self.aupro_fpr_rescale not in FPR_RESCALES:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.aupro_fpr_rescale '{self.aupro_fpr_rescale}' is not one of {FPR_RESCALES}"
             )
 
