@@ -37,6 +37,11 @@ from uad.nn.resnet_blocks import conv3x3, resnet_init_, resnet_stage
 MAP_REDUCTIONS = ("sum", "ader")
 
 
+def _fp32_up(x: Tensor) -> Tensor:
+    """`x` in float32 at least: half-precision (autocast) features go to float32, float64 stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _width(out_ch: int, base_width: int) -> int:
     """A ResNet bottleneck's inner width for `out_ch` outputs: planes (= out_ch / 4) x base_width / 64."""
     return int(out_ch // 4 * (base_width / 64))
@@ -136,7 +141,7 @@ class RD4AD(AnomalyNet):
         teacher = [features[f"level{i}"] for i in range(self.num_levels)]
         code = self.bottleneck(teacher)  # (B, 2 C_L, H_L / 2, W_L / 2)
         student = self.decoder(code)  # L x (B, C_l, H_l, W_l)
-        level_maps = level_cosine_maps([t.float() for t in teacher], [s.float() for s in student], size)
+        level_maps = level_cosine_maps([_fp32_up(t) for t in teacher], [_fp32_up(s) for s in student], size)
         anomaly_map = level_maps.sum(1, keepdim=True)  # (B, 1, H, W)
         if self.map_reduction == "ader":  # ADer: the sum over levels / (levels x sum of the level weights)
             anomaly_map = anomaly_map / self.num_levels**2
@@ -144,4 +149,4 @@ class RD4AD(AnomalyNet):
         return NetOutput(anomaly_map, tensors)
 
     def loss(self, output: NetOutput, step: int = 0) -> Tensor:
-        return flat_cosine_loss(output["teacher"], [s.float() for s in output["reconstruction"]])
+        return flat_cosine_loss(output["teacher"], [_fp32_up(s) for s in output["reconstruction"]])
