@@ -50,6 +50,14 @@ OFFICIAL = {
     "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "rd4ad": ("hq-deng/RD4AD", "6554076872c65f8784f6ece8cfb39ce77e1aee12"),
 }
+# the protocol preset each method names (conf/method/<name>.yaml), recorded with its fixtures
+PROTOCOLS = {
+    "dinomaly": "dinomaly392",
+    "uniad": "uniad224",
+    "dualad_he": "dualad224",
+    "dualad_ho": "dualad224",
+    "rd4ad": "rd4ad256",
+}
 # Dinomaly's sizes as dinomaly_mvtec_uni.py sets them per encoder: (DINOv2 constructor, width, heads, taps).
 # ViT-L differs in depth (24) and in the tapped blocks; the two fused groups are the same halves.
 DINOMALY_SIZES = {
@@ -157,7 +165,7 @@ def dinomaly(official: Path, backbone: str) -> dict:
     loss = global_cosine_hm_percent(en, de, p=0.9, factor=0.1)
     grads = grad_norms(loss, model, ["bottleneck.0.fc1.weight", "decoder.0.attn.qkv.weight"])
     return {
-        "config": {"method": "dinomaly", "backbone": backbone, "protocol": "dinomaly"},
+        "config": {"method": "dinomaly", "backbone": backbone, "protocol": PROTOCOLS["dinomaly"]},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -226,7 +234,7 @@ def uniad(official: Path, backbone: str) -> dict:
     loss = F.mse_loss(out["feature_rec"], out["feature_align"])
     grads = grad_norms(loss, model, ["reconstruction.input_proj.weight", "reconstruction.output_proj.weight"])
     return {
-        "config": {"method": "uniad", "backbone": "effb4", "protocol": "uniad"},
+        "config": {"method": "uniad", "backbone": "effb4", "protocol": PROTOCOLS["uniad"]},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -257,7 +265,7 @@ def _dualad(official: Path, method: str, grad_keys: list[str], **reconstruction)
     )
     grads = grad_norms(loss, model, grad_keys)
     return {
-        "config": {"method": method, "backbone": "wres50", "protocol": method},
+        "config": {"method": method, "backbone": "wres50", "protocol": PROTOCOLS[method]},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -367,7 +375,7 @@ def rd4ad(official: Path, backbone: str) -> dict:
         losses.append(step_loss.item())
     state = model.state_dict()
     return {
-        "config": {"method": "rd4ad", "backbone": "wres50", "protocol": "rd4ad"},
+        "config": {"method": "rd4ad", "backbone": "wres50", "protocol": PROTOCOLS["rd4ad"]},
         **rebuild,
         "input": summary(image),
         "trainable_params": sum(p.numel() for p in trainable),

@@ -22,7 +22,6 @@ from tests.conftest import REALDATA, compose_config
 from tests.parity.seeded import seeded_state
 from tests.parity.test_official_parity import FIXTURES, assert_matches
 from uad.builders import build_protocol
-from uad.data.transforms import InputTransform
 from uad.official import RULES, _rename, load_official
 
 pytestmark = [
@@ -54,8 +53,7 @@ def imported(tmp_path_factory):
     )
     module, cfg = load_official(tmp / "wres50_bottle.pth", cfg)
     protocol = build_protocol(cfg)
-    keys = {k: v for k, v in protocol.input_pipeline.items() if k != "label_rule"}
-    transform = InputTransform(protocol.image_size, protocol.crop_size, **keys)
+    transform = protocol.input
     rgb = np.asarray(Image.open(REALDATA / fixture["image"]).convert("RGB"))
     image, _ = transform(rgb, np.zeros(rgb.shape[:2], np.uint8))
     return fixture, module, protocol, image[None]
