@@ -306,8 +306,9 @@ def dualad_ho(official: Path, backbone: str) -> dict:
 
 
 def _import_rd4ad_test() -> Any:
-    """The official test.py (its cal_anomaly_map), with an empty `pandas` when pandas is missing: test.py
-    uses pandas only in its AUPRO, which is not run."""
+    """The official test.py, with an empty `pandas` while it is imported when pandas is missing: test.py
+    uses pandas only in its AUPRO, which is not run (the stand-in leaves sys.modules again, as libraries
+    that look for pandas there, sklearn's, would take it for the real one)."""
     import importlib
     import types
 
@@ -315,6 +316,10 @@ def _import_rd4ad_test() -> Any:
         import pandas  # noqa: F401
     except ImportError:
         sys.modules["pandas"] = types.ModuleType("pandas")
+        try:
+            return importlib.import_module("test")
+        finally:
+            del sys.modules["pandas"]
     return importlib.import_module("test")
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from tests.conftest import REALDATA, compose_config
 from tests.parity.seeded import seeded_state
 from tests.parity.test_official_parity import FIXTURES, assert_matches
-from uad.builders import build_protocol
+from uad.builders import build_module, build_protocol
 from uad.official import RULES, _rename, load_official
 
 pytestmark = [
@@ -37,7 +37,8 @@ def ours(key: str) -> str:
 
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
-    """(fixture, our module from the official files, protocol, the real image through our pipeline)."""
+    """(fixture, our module from the official files, protocol, the real image through our pipeline, the
+    run's config)."""
     tmp = tmp_path_factory.mktemp("rd4ad")
     fixture = json.loads((FIXTURES / "rd4ad.json").read_text())
     state = seeded_state(fixture["shapes"], fixture["aliases"])
@@ -56,11 +57,11 @@ def imported(tmp_path_factory):
     transform = protocol.input
     rgb = np.asarray(Image.open(REALDATA / fixture["image"]).convert("RGB"))
     image, _ = transform(rgb, np.zeros(rgb.shape[:2], np.uint8))
-    return fixture, module, protocol, image[None]
+    return fixture, module, protocol, image[None], cfg
 
 
 def test_input_features_reconstruction_map_score_loss_gradients(imported):
-    fixture, module, protocol, image = imported
+    fixture, module, protocol, image, _ = imported
     official = fixture["outputs"]
     assert_matches(image, fixture["input"], rtol=0, atol=1e-6)
     net = module.net.eval()
@@ -82,7 +83,7 @@ def test_input_features_reconstruction_map_score_loss_gradients(imported):
 
 
 def test_trainable_parameter_count_is_the_official_less_its_unused_conv4(imported):
-    fixture, module, _, _ = imported
+    fixture, module, _, _, _ = imported
     unused = sum(int(np.prod(fixture["shapes"][k])) for k in UNUSED)
     assert unused == 8_392_704
     assert module.net.parameter_counts()["trainable_params"] == fixture["trainable_params"] - unused
@@ -91,14 +92,14 @@ def test_trainable_parameter_count_is_the_official_less_its_unused_conv4(importe
 
 def test_three_adam_steps_of_the_recipe_give_the_official_parameters(imported):
     """main.py's loop: bn and decoder in train mode (batch statistics), Adam lr 0.005, betas (0.5, 0.999);
-    our optimiser is the one `method=rd4ad` configures (the module's fused Adam). Both sides run it in
-    float64 (make_fixtures.rd4ad says why)."""
-    fixture, module, _, image = imported
+    our optimiser is the one `method=rd4ad` configures (a training module's fused Adam). Both sides run it
+    in float64 (make_fixtures.rd4ad says why)."""
+    fixture, module, _, image, cfg = imported
     training = fixture["training"]
     net = module.net.double()
     image = image.double()
     net.zero_grad(set_to_none=True)
-    optimizer = module.configure_optimizers()
+    optimizer = build_module(cfg, net).configure_optimizers()
     assert optimizer.defaults["lr"] == 0.005 and optimizer.defaults["betas"] == (0.5, 0.999)
     net.train()
     losses = []
