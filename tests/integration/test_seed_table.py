@@ -75,7 +75,9 @@ def test_the_seed_layout_puts_ours_beside_the_paper(tmp_path):
 @pytest.mark.slow
 def test_seed_table_debug_tiny_sweep_has_a_cell_for_every_method_and_class(tmp_path):
     sweep = tmp_path / "sweep"
-    run_py("-m", "experiment=seed_table", "debug=tiny", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)
+    run_py(
+        "-m", "experiment=seed_table", "debug=tiny", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=1200
+    )
     with (sweep / "seed_table.csv").open() as f:
         rows = list(csv.DictReader(f))
     cells = {(r["class"], r["method"]) for r in rows if r["I-AUROC"] and r["P-AUROC"]}
