@@ -18,6 +18,7 @@ from uad.encoders import Encoder, get_spec
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
 from uad.module import AnomalyModule
+from uad.utils.distributed import FrozenSafeDDPStrategy
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -115,8 +116,12 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[Callback]) -> Trainer:
+    """The Lightning Trainer of `cfg.trainer`; `strategy: ddp` runs as `FrozenSafeDDPStrategy`, so that a
+    memory-bank method (no trainable parameter) runs distributed too."""
+    strategy = {"strategy": FrozenSafeDDPStrategy()} if cfg.trainer.get("strategy") == "ddp" else {}
     trainer = instantiate(
         cfg.trainer,
+        **strategy,
         default_root_dir=str(output_dir),
         callbacks=[*callbacks, *_instantiate_group(cfg.get("callbacks"))],
         logger=_instantiate_group(cfg.get("logger")) or False,

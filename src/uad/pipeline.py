@@ -17,6 +17,7 @@ from uad.utils.logging import get_logger, rank_zero_only
 
 if TYPE_CHECKING:
     from uad.metrics.protocol import EvalProtocol
+    from uad.results import Results
 
 log = get_logger(__name__)
 MODES = ("train", "describe", "eval", "predict", "export")
@@ -24,8 +25,9 @@ MODES = ("train", "describe", "eval", "predict", "export")
 
 def fit_and_test(
     cfg: DictConfig, protocol: EvalProtocol, output_dir: Path, classes: list[str] | None = None
-) -> dict[str, Any] | None:
-    """Train one model on the good images of `classes` (all when None), then evaluate it per class."""
+) -> Results | None:
+    """Train one model on the good images of `classes` (all when None), evaluate it per class, and write
+    its results once, with every part of the run added."""
     import lightning as L  # here, not at the top: `run.py` starts (and reports a bad config) at torch's cost
 
     from uad.builders import (
@@ -41,7 +43,6 @@ def fit_and_test(
     from uad.callbacks.selection import build_selection
     from uad.callbacks.throughput import Throughput
     from uad.provenance import run_info
-    from uad.results import write_results
     from uad.thresholds import Calibrator
 
     if cfg.get("seed") is not None:
@@ -59,21 +60,25 @@ def fit_and_test(
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:
-        results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
-        results["extra"]["thresholds"] = module.extra.get("thresholds")
-        results["run"]["selection"] = selection.record if selection else {"selected_on_test_set": False}
-        results["run"]["feature_cache"] = cache.summary if cache else None
-        write_results(output_dir, results)
+        results.run.update(module.net.parameter_counts() | {"throughput": throughput.stats})
+        results.extra["thresholds"] = module.extra.get("thresholds")
+        results.run["selection"] = selection.record if selection else {"selected_on_test_set": False}
+        results.run["feature_cache"] = cache.summary if cache else None
+        results.write(output_dir)
     return results
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    """Train and evaluate; the content of the run's results.json (None on ranks other than 0). In the
+    separate setting each class's model writes its own (classes/<name>/results.json), and the run's table
+    joins them at the end."""
     from uad.builders import build_datamodule, build_protocol
-    from uad.results import merge_results, print_table, write_results
+    from uad.results import merge_results, print_table
 
     protocol = build_protocol(cfg)
     if cfg.dataset.setting != "separate":
-        return fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"))
+        results = fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"))
+        return results.to_json() if results else None
     datamodule = build_datamodule(cfg, protocol)
     datamodule.prepare_data()
     parts = []
@@ -82,12 +87,12 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
         part = fit_and_test(cfg, protocol, output_dir / "classes" / class_name, [class_name])
         if part is not None:
             parts.append(part)
-            results = merge_results(parts)
-            write_results(output_dir, results)  # the table so far survives a crash in a later class
     if not parts:
         return None
-    print_table(results)
-    return results
+    results = merge_results(parts)
+    results.write(output_dir)
+    print_table(results.to_json())
+    return results.to_json()
 
 
 def objective(cfg: DictConfig, results: dict[str, Any] | None) -> float | None:

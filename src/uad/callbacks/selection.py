@@ -77,11 +77,18 @@ class TestSetSelection(Callback):
         was_training = pl_module.training
         pl_module.eval()
         for batch in datamodule.test_dataloader():
-            maps = self.protocol.maps_for_eval(pl_module.net(batch["image"].to(pl_module.device)).anomaly_map)
+            output = pl_module.net(
+                batch["image"].to(pl_module.device), batch["class_id"].to(pl_module.device)
+            )
+            maps = self.protocol.maps_for_eval(output.anomaly_map)
             if pixel:
                 values, truth = maps.cpu().flatten(1), self.protocol.masks_for_eval(batch["mask"]).flatten(1)
             else:
-                values, truth = self.protocol.image_scores(maps).cpu()[:, None], batch["label"][:, None]
+                scores = self.protocol.image_scores(maps, output.image_score).cpu()[:, None]
+                values, truth = (
+                    scores,
+                    self.protocol.labels(batch["label"], batch["mask"], batch["has_mask"])[:, None],
+                )
             for name, v, t in zip(batch["class_name"], values, truth):
                 scores[name].append(v)
                 labels[name].append(t)

@@ -72,8 +72,8 @@ class AnomalyDataModule(LightningDataModule):
     trains one per class). strict: the counts of an official dataset must match the reference (false:
     partial copies).
     protocol: the run's protocol config (`dataset.protocol: ${protocol}`; a flat mapping): the data module
-    reads its input pipeline (`InputTransform.from_protocol`; `uad.data.transforms` documents each paper's
-    steps) and its label rule from it, so it has no input size of its own.
+    reads its input pipeline from it (`InputTransform.from_protocol`; `uad.data.transforms` documents each
+    paper's steps), so it has no input size of its own.
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
     test image is reported before training rather than after it.
@@ -128,7 +128,6 @@ class AnomalyDataModule(LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.transform = InputTransform.from_protocol(protocol)
-        self.label_rule = protocol.get("label_rule", "folder")
         self.augment = list(augment or [])
         self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
         self.synthetic_spec = SyntheticSpec(**(synthetic or {}))
@@ -179,15 +178,13 @@ class AnomalyDataModule(LightningDataModule):
         test = [s for c in self.class_names for s in found[c].test]
         if self.check_images:
             check_images([*train, *heldout, *test], threads=max(4, self.num_workers))
-        self.train_set = AnomalyDataset(
-            train, self.transform, self.class_names, self.label_rule, build_augment(self.augment)
-        )
-        self.heldout_set = AnomalyDataset(heldout, self.transform, self.class_names, self.label_rule)
+        self.train_set = AnomalyDataset(train, self.transform, self.class_names, build_augment(self.augment))
+        self.heldout_set = AnomalyDataset(heldout, self.transform, self.class_names)
         if heldout:
             log.info(
                 "held back %d normal training images for calibration (dataset.val_fraction)", len(heldout)
             )
-        self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.label_rule)
+        self.test_set = AnomalyDataset(test, self.transform, self.class_names)
         log.info(
             "%s: %d classes, %d train / %d test images (%s setting)",
             self.name,
@@ -210,7 +207,7 @@ class AnomalyDataModule(LightningDataModule):
                 f"folder in the {self.name} layout (<class>/test/<good|defect>/..., <class>/ground_truth/...)"
             )
         samples = [s for c in names for s in catalog[c]().test]
-        return AnomalyDataset(samples, self.transform, self.class_names, self.label_rule)
+        return AnomalyDataset(samples, self.transform, self.class_names)
 
     def _fill_caches(self) -> None:
         estimate = (len(self.train_set) + len(self.test_set)) * self.transform.image_size**2 * 4

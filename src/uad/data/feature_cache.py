@@ -30,7 +30,7 @@ log = get_logger(__name__)
 MODES = ("memory", "disk")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-Features = dict[str, Tensor]  # as uad.methods.base.Features (not imported: the data room stays model-free)
+Features = dict[str, Tensor]  # as uad.methods.base.Features (not imported: the data package stays model-free)
 
 
 class FeatureCache:

@@ -53,7 +53,6 @@ from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 
 RESIZES = ("cv2", "pil")
 MASK_RULES = ("binarize_first", "resize_then_threshold", "resize_then_truncate")
-LABEL_RULES = ("folder", "mask")
 CV2_FILTERS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
 PIL_FILTERS = {
     "linear": Image.Resampling.BILINEAR,

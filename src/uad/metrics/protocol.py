@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
+from uad.data.transforms import InputTransform, check_choice
 from uad.metrics.functional import FPR_RESCALES
 
-SCORE_RULES = ("max", "avgpool_max", "topk_mean")
+SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
 SMOOTHING_PADDINGS = ("zeros", "symmetric")
+LABEL_RULES = ("folder", "mask")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
@@ -53,14 +54,16 @@ class EvalProtocol:
     (`conf/protocol/`) is flat: `from_config` gives the input keys to `input` and the rest to the protocol.
     name: the preset's name, recorded with every result.
     label_rule: `folder` (the dataset's good / defective) or `mask` (defective iff the mask at the input size
-    has a defect pixel: UniAD). `uad.data.transforms` writes out each paper's steps.
+    has a defect pixel: UniAD; an image without a mask file keeps its folder label), applied by `labels`
+    wherever the evaluation reads labels. `uad.data.transforms` writes out each paper's steps.
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
     (align_corners=False), masks with nearest neighbour.
     smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
     smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4); smoothing_padding `zeros`
     (Dinomaly's conv2d) or `symmetric` (scipy's gaussian_filter: RD4AD, ADer).
-    score: image score rule: "max"; "avgpool_max" (max of the score_kernel x score_kernel, stride-1
-    average-pooled map: UniAD, DualAD); "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
+    score: image score rule: "net" (the network's own, `NetOutput.image_score`: PatchCore's); "max";
+    "avgpool_max" (max of the score_kernel x score_kernel, stride-1 average-pooled map: UniAD, DualAD);
+    "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
     fpr_limit: AUPRO integrates PRO over FPR in [0, fpr_limit] (0.3 everywhere in the field).
     pixel_bins: None = exact pixel metrics; an int = rank-space binned pixel metrics with about that many
     bins (within 1e-3 of exact; for Real-IAD-size classes).
@@ -157,8 +160,16 @@ class EvalProtocol:
                 maps = F.conv2d(maps, kernel[None, None], padding=pad)
         return maps[:, 0]
 
-    def image_scores(self, maps: Tensor) -> Tensor:
-        """(B, h, w) evaluation maps -> (B,) image scores by the configured rule."""
+    def image_scores(self, maps: Tensor, net_scores: Tensor | None = None) -> Tensor:
+        """(B, h, w) evaluation maps -> (B,) image scores by the configured rule; `net_scores` (B,) are the
+        network's own (`NetOutput.image_score`), which the rule "net" takes."""
+        if self.score == "net":
+            if net_scores is None:
+                raise ValueError(
+                    "protocol.score=net: this network gives no image score of its own; choose one of "
+                    f"{SCORE_RULES[1:]} (conf/protocol/)"
+                )
+            return net_scores.float()
         if self.score == "max":
             return maps.flatten(1).amax(1)
         if self.score == "avgpool_max":
@@ -167,6 +178,15 @@ class EvalProtocol:
         flat = maps.flatten(1)
         k = max(1, int(flat.shape[1] * self.score_ratio))
         return torch.topk(flat, k, dim=1).values.mean(1)
+
+    def labels(self, labels: Tensor, masks: Tensor, has_mask: Tensor) -> Tensor:
+        """The image labels (B,) the metrics rank by `label_rule`, from the dataset's folder labels (B,), the
+        binary masks at the input size (B, 1, H, W) and whether each image has a mask file (B,)."""
+        labels = torch.as_tensor(labels)
+        if self.label_rule == "folder":
+            return labels
+        from_masks = masks.flatten(1).any(1).to(labels.dtype).to(labels.device)
+        return torch.where(torch.as_tensor(has_mask, device=labels.device).bool(), from_masks, labels)
 
     def masks_for_eval(self, masks: Tensor) -> Tensor:
         """(B, 1, H, W) binary masks at input resolution -> (B, h, w) bool at the evaluation size: torch
