@@ -19,6 +19,7 @@ from uad.errors import ConfigError
 from uad.metrics.functional import FPR_RESCALES
 
 SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
+SMOOTHING_PADDINGS = ("zeros", "symmetric")
 LABEL_RULES = ("folder", "mask")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
@@ -32,6 +33,17 @@ def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     k = torch.outer(g, g)
     return (k / k.sum()).float()
+
+
+def symmetric_pad(maps: Tensor, pad: int) -> Tensor:
+    """Pad the last two dims by `pad` with their edge-inclusive mirror image (d c b a | a b c d | d c b a),
+    scipy.ndimage's default "reflect" mode, which torch's "reflect" (edge excluded) is not."""
+    for dim in (-2, -1):
+        n = maps.shape[dim]
+        index = torch.arange(-pad, n + pad, device=maps.device)
+        index = torch.where(index < 0, -index - 1, torch.where(index >= n, 2 * n - 1 - index, index))
+        maps = maps.index_select(dim, index.clamp(0, n - 1))
+    return maps
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,8 @@ class EvalProtocol:
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
     (align_corners=False), masks with nearest neighbour.
     smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
-    smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4).
+    smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4); smoothing_padding `zeros`
+    (Dinomaly's conv2d) or `symmetric` (scipy's gaussian_filter: RD4AD, ADer).
     score: image score rule: "net" (the network's own, `NetOutput.image_score`: PatchCore's); "max";
     "avgpool_max" (max of the score_kernel x score_kernel, stride-1 average-pooled map: UniAD, DualAD);
     "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
@@ -70,6 +83,7 @@ class EvalProtocol:
     eval_size: int | None = None
     smoothing_sigma: float = 0.0
     smoothing_kernel: int = 0
+    smoothing_padding: str = "zeros"
     score: str = "avgpool_max"
     score_kernel: int = 16
     score_ratio: float = 0.01
@@ -83,6 +97,10 @@ class EvalProtocol:
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
             raise ConfigError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
+        if self.smoothing_padding not in SMOOTHING_PADDINGS:
+            raise ConfigError(
+                f"protocol.smoothing_padding '{self.smoothing_padding}' is not one of {SMOOTHING_PADDINGS}"
+            )
         check_choice("label_rule", self.label_rule, LABEL_RULES)
         if not 0.0 < self.fpr_limit <= 1.0:
             raise ConfigError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
@@ -136,7 +154,11 @@ class EvalProtocol:
             maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
         if self.smoothing_sigma > 0:
             kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel).to(maps.device)
-            maps = F.conv2d(maps, kernel[None, None], padding=kernel.shape[-1] // 2)
+            pad = kernel.shape[-1] // 2
+            if self.smoothing_padding == "symmetric":
+                maps = F.conv2d(symmetric_pad(maps, pad), kernel[None, None])
+            else:
+                maps = F.conv2d(maps, kernel[None, None], padding=pad)
         return maps[:, 0]
 
     def image_scores(self, maps: Tensor, net_scores: Tensor | None = None) -> Tensor:
