@@ -166,7 +166,7 @@ class EvalProtocol:
         network's own (`NetOutput.image_score`), which the rule "net" takes."""
         if self.score == "net":
             if net_scores is None:
-                raise ValueError(
+                raise ConfigError(
                     "protocol.score=net: this network gives no image score of its own; choose one of "
                     f"{SCORE_RULES[1:]} (conf/protocol/)"
                 )
