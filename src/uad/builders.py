@@ -12,6 +12,7 @@ from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from uad.config_checks import check_input_size
 from uad.data.datamodule import AnomalyDataModule
 from uad.data.feature_cache import FeatureCache
 from uad.encoders import Encoder, get_spec
@@ -49,6 +50,7 @@ def build_encoder(
     )
     if backbone.get("channels_last", False):
         encoder = encoder.to(memory_format=torch.channels_last)
+    check_input_size(protocol.input_size, max(encoder.strides), backbone.name)
     return encoder
 
 

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from uad.data.batch import Batch
 from uad.data.batch import batch_size as images_in
 from uad.data.feature_cache import FeatureCache
+from uad.errors import ConfigError, UserKeyError
 from uad.methods.base import AnomalyNet, MemoryBankNet, NetOutput
 from uad.utils.logging import get_logger
 
@@ -169,7 +170,7 @@ class AnomalyModule(LightningModule):
         if self.fits_memory:
             return None
         if self.optimizer_factory is None:
-            raise ValueError("no optimizer configured: set method.optimizer in the config")
+            raise ConfigError("no optimizer configured: set method.optimizer in the config")
         optimizer = self.optimizer_factory(self.net.trainable_parameters(), **self.optimizer_options())
         factory = self.scheduler_factory
         if factory is None:
@@ -212,7 +213,10 @@ class AnomalyModule(LightningModule):
         own = {f"net.{k}" for k in self.net.trainable_state_dict()}
         missing = sorted(own - set(state))
         if missing:
-            raise KeyError(f"checkpoint lacks trainable tensors of this model, e.g. {missing[:5]}")
+            raise UserKeyError(
+                f"checkpoint lacks trainable tensors of this model, e.g. {missing[:5]}: it was trained with "
+                "another method or backbone; give the method= and backbone= it was trained with"
+            )
         self.extra = {
             k: v for k, v in checkpoint.get(CHECKPOINT_KEY, {}).items() if k not in ("format", "config")
         }

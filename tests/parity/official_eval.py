@@ -8,6 +8,8 @@
         dataset=mvtec dataset.root=ROOT dataset.strict=false hydra.run.dir=OURS
     # 3. the issue's three criteria
     python tests/parity/official_eval.py compare --official-json official.json --ours OURS
+    # RD4AD: its file holds bn and decoder only; the encoder goes to /tmp/model_encoder.pth, for ours add
+    #   backbone.weights=/tmp/model_encoder.pth
 
 `official` imports the official code from `--official` (a checkout at the commit of make_fixtures.OFFICIAL,
 its `.cuda()` calls made `.cpu()` as make_fixtures.py says; `easydict`, `tabulate` and, for Dinomaly,
@@ -19,10 +21,11 @@ data root, score), per class I-AUROC and P-AUROC, and the seconds taken.
 
 Only what the CPU needs is changed around the official code, never its arithmetic: `Tensor.cuda` is the
 identity while it runs (UniAD's image score moves the maps to the GPU), `np.int` is `int` (removed from
-numpy 1.24, used by UniAD's label rule), Dinomaly's AUPRO is skipped (not compared, minutes of CPU), and
-the loaders use no worker processes. The official scores are read where the official code computes them:
-Dinomaly's from the arguments of its image-level `roc_auc_score` call, UniAD's from its `EvalImageMax`,
-DualAD's from the model's `pred_image`, ViTAD's from the arguments of ADer's image-level `roc_auc_score`.
+numpy 1.24, used by UniAD's label rule), Dinomaly's and RD4AD's AUPRO are skipped (not compared, minutes
+of CPU), and the loaders use no worker processes. The official scores are read where the official code
+computes them: Dinomaly's from the arguments of its image-level `roc_auc_score` call, UniAD's from its
+`EvalImageMax`, DualAD's from the model's `pred_image`, RD4AD's from the arguments of its `roc_auc_score`
+calls, ViTAD's from the arguments of ADer's image-level `roc_auc_score`.
 
 ADer (ViTAD) runs from a working directory outside its checkout (see make_fixtures.py); its DefaultAD
 dataset reads `<root>/meta.json` and accepts only roots named like a benchmark, so the data classes are
@@ -57,6 +60,8 @@ from tests.parity.make_fixtures import (  # noqa: E402
     OFFICIAL,
     PROTOCOLS,
     STD,
+    Rd4adOfficial,
+    _import_rd4ad_test,
     ader_imports,
     dinomaly_model,
     fill,
@@ -66,7 +71,7 @@ from tests.parity.make_fixtures import (  # noqa: E402
 )
 
 # The methods whose official test pipeline this script runs (no Ho config is released), their backbones.
-BACKBONES = {method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he", "vitad")}
+BACKBONES = {method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he", "rd4ad", "vitad")}
 SCORE_TOL, AUROC_TOL = 1e-3, 1e-4  # issue 15: scores within 1e-3 of their spread, AUROCs within 1e-4
 
 
@@ -103,6 +108,10 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
     if method == "dinomaly":
         torch.save(state, path)
         return
+    if method == "rd4ad":  # main.py's file; the encoder (torchvision's download there) beside it
+        torch.save({"bn": model.bn.state_dict(), "decoder": model.decoder.state_dict()}, path)
+        torch.save(model.encoder.state_dict(), rd4ad_encoder_file(path))
+        return
     if method == "vitad":  # ADer's BaseTrainer.save_checkpoint: ckpt.pth, the state dict under `net`
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-4)
@@ -134,6 +143,40 @@ def recorded_auroc(module: Any) -> list[tuple[np.ndarray, np.ndarray]]:
 
     module.roc_auc_score = recorded
     return calls
+
+
+def rd4ad_encoder_file(checkpoint: Path) -> Path:
+    """Where the RD4AD encoder's weights go (its checkpoint holds none): `backbone.weights=` for ours."""
+    return checkpoint.with_name(checkpoint.stem + "_encoder.pth")
+
+
+def run_rd4ad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
+    """test.py's `evaluation` per class: MVTecDataset with get_data_transforms(256, 256), batches of 1 in
+    order; the AUROCs are taken unrounded from its two `roc_auc_score` calls (pixel, then image), which it
+    returns rounded to 3 decimals; its AUPRO (pandas) is not run."""
+    from dataset import MVTecDataset, get_data_transforms
+
+    test = _import_rd4ad_test()
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    auroc = test.roc_auc_score
+
+    def recorded(y_true: Any, y_score: Any) -> float:
+        calls.append((np.asarray(y_true), np.asarray(y_score)))
+        return auroc(y_true, y_score)
+
+    test.roc_auc_score = recorded
+    test.compute_pro = lambda *args: math.nan
+    transform, gt_transform = get_data_transforms(256, 256)
+    images, metrics = [], {}
+    for cls in classes:
+        dataset = MVTecDataset(str(data / cls), transform, gt_transform, phase="test")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+        test.evaluation(model.encoder, model.bn, model.decoder, loader, "cpu")
+        (pixel_true, pixel_score), (image_true, image_score) = calls[-2:]
+        assert len(image_score) == len(dataset)
+        images += [(relative(p, data), float(s)) for p, s in zip(dataset.img_paths, image_score)]
+        metrics[cls] = {"I-AUROC": auroc(image_true, image_score), "P-AUROC": auroc(pixel_true, pixel_score)}
+    return images, metrics
 
 
 def run_dinomaly(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
@@ -318,6 +361,8 @@ def official_side(args: argparse.Namespace) -> dict:
     config = None
     if args.method == "dinomaly":
         model = dinomaly_model(args.backbone)
+    elif args.method == "rd4ad":
+        model = Rd4adOfficial()
     elif args.method == "vitad":
         ader_imports()
         model = vitad_model()
@@ -335,6 +380,8 @@ def official_side(args: argparse.Namespace) -> dict:
             images, per_class = run_dinomaly(model, args.data, classes)
         elif args.method == "uniad":
             images, per_class = run_uniad(model, config, args.data, classes)
+        elif args.method == "rd4ad":
+            images, per_class = run_rd4ad(model, args.data, classes)
         elif args.method == "vitad":
             images, per_class = run_vitad(model, args.data, classes)
         else:

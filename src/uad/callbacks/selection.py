@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 
+from uad.errors import ConfigError
 from uad.metrics.functional import ranking_metrics
 from uad.metrics.protocol import EvalProtocol
 from uad.utils.logging import get_logger
@@ -31,9 +32,9 @@ class TestSetSelection(Callback):
 
     def __init__(self, protocol: EvalProtocol, every_n_epochs: int, metric: str = "I-AUROC") -> None:
         if metric not in METRICS:
-            raise ValueError(f"selection.metric '{metric}' is not one of {METRICS}")
+            raise ConfigError(f"selection.metric '{metric}' is not one of {METRICS}")
         if every_n_epochs < 1:
-            raise ValueError(f"selection.every_n_epochs must be >= 1 (or null: off); got {every_n_epochs}")
+            raise ConfigError(f"selection.every_n_epochs must be >= 1 (or null: off); got {every_n_epochs}")
         self.protocol, self.every_n_epochs, self.metric = protocol, every_n_epochs, metric
         self.best, self.epoch = -math.inf, None
         self.history: list[dict[str, float]] = []

@@ -19,9 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 from uad.data.dataset import AnomalyDataset, check_images
 from uad.data.feature_cache import CachedTrainLoader, CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
+from uad.data.resumable import ResumableLoader
 from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
+from uad.errors import ConfigError
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -51,14 +53,14 @@ def build_augment(entries: Sequence[Mapping[str, Any] | A.BasicTransform] | None
             transforms.append(entry)
             continue
         if not isinstance(entry, Mapping) or "_target_" not in entry:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.augment[{i}] is {entry!r}: each entry needs a `_target_`, e.g. "
                 f"{{_target_: albumentations.HorizontalFlip, p: 0.5}}"
             )
         try:
             transforms.append(instantiate(dict(entry)))
         except Exception as err:
-            raise ValueError(f"dataset.augment[{i}] ({entry['_target_']}) cannot be built: {err}") from err
+            raise ConfigError(f"dataset.augment[{i}] ({entry['_target_']}) cannot be built: {err}") from err
     return A.Compose(transforms)
 
 
@@ -108,9 +110,9 @@ class AnomalyDataModule(LightningDataModule):
         super().__init__()
         self.drop_last = drop_last  # Dinomaly's official loader drops the last incomplete training batch
         if setting not in SETTINGS:
-            raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
+            raise ConfigError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.val_fraction must be in [0, 1) (0 = train on every image); got {val_fraction}"
             )
         self.val_fraction = val_fraction
@@ -202,7 +204,7 @@ class AnomalyDataModule(LightningDataModule):
         catalog = open_catalog(self.name, Path(root).expanduser(), self.options)
         names = [c for c in self.class_names if c in catalog]
         if not names:
-            raise ValueError(
+            raise ConfigError(
                 f"calibration.root '{root}' holds none of the trained classes {self.class_names}; give a "
                 f"folder in the {self.name} layout (<class>/test/<good|defect>/..., <class>/ground_truth/...)"
             )
@@ -242,7 +244,7 @@ class AnomalyDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         drop_last = self.drop_last
         if self.feature_cache is None:
-            return self._loader(self.train_set, True, self.batch_size, drop_last)
+            return self._loader(self.train_set, True, self.batch_size, drop_last, cls=ResumableLoader)
         # no persistent workers: they would not see the cache fill; once full, epochs run in-process
         cached = CachedTrainSet(self.train_set, self.feature_cache)
         return self._loader(cached, True, self.batch_size, drop_last, persistent=False, cls=CachedTrainLoader)

@@ -34,7 +34,7 @@ def decode_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return pil_to_rgb(img)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         raise DatasetLayoutError(
             f"cannot read image '{path}' ({err}). The file is unreadable or truncated: replace it, or "
             f"remove it from the dataset."

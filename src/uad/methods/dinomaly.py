@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder
+from uad.errors import ConfigError
 from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 from uad.nn.linear_attention import LinearAttention
@@ -127,7 +128,9 @@ class Dinomaly(AnomalyNet):
             ("decoder_groups", self.decoder_groups, blocks),
         ):
             if not all(groups) or any(not 0 <= i < limit for g in groups for i in g):
-                raise ValueError(f"method.model.{name} {groups} must be non-empty lists of indices < {limit}")
+                raise ConfigError(
+                    f"method.model.{name} {groups} must be non-empty lists of indices < {limit}"
+                )
 
     # -- the paper's forward pass -----------------------------------------------------------------
 

@@ -15,11 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from uad.data.transforms import InputTransform, check_choice
+from uad.errors import ConfigError
 from uad.metrics.functional import FPR_RESCALES
 
 SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
-LABEL_RULES = ("folder", "mask")
 SMOOTHING_PADDINGS = ("zeros", "symmetric")
+LABEL_RULES = ("folder", "mask")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
@@ -98,29 +99,29 @@ class EvalProtocol:
 
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
-            raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
+            raise ConfigError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
         if self.smoothing_padding not in SMOOTHING_PADDINGS:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.smoothing_padding '{self.smoothing_padding}' is not one of {SMOOTHING_PADDINGS}"
             )
         check_choice("label_rule", self.label_rule, LABEL_RULES)
         if not 0.0 < self.fpr_limit <= 1.0:
-            raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
+            raise ConfigError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.pixel_bins must be null (exact) or an int >= 16; got {self.pixel_bins}"
             )
         if self.map_dtype not in MAP_DTYPES:
-            raise ValueError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
+            raise ConfigError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
         if self.aupro_thresholds is not None and not (
             isinstance(self.aupro_thresholds, int) and self.aupro_thresholds >= 2
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.aupro_thresholds must be null (exact AUPRO only) or an int >= 2, e.g. 200; "
                 f"got {self.aupro_thresholds!r}"
             )
         if self.aupro_fpr_rescale not in FPR_RESCALES:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.aupro_fpr_rescale '{self.aupro_fpr_rescale}' is not one of {FPR_RESCALES}"
             )
 
@@ -168,7 +169,7 @@ class EvalProtocol:
         network's own (`NetOutput.image_score`), which the rule "net" takes."""
         if self.score == "net":
             if net_scores is None:
-                raise ValueError(
+                raise ConfigError(
                     "protocol.score=net: this network gives no image score of its own; choose one of "
                     f"{SCORE_RULES[1:]} (conf/protocol/)"
                 )

@@ -26,14 +26,21 @@ WORKS_ON = {
     "dualad_ho": ("cnn", "vit"),
     "featrec": ("cnn", "vit"),
     "patchcore": ("cnn", "vit"),
+    "rd4ad": ("cnn",),
     "uniad": ("cnn", "vit"),
     "vitad": ("cnn", "vit"),  # the ViT decoder on a CNN: this suite's variant (channel slices of the stages)
+}
+# Why a method cannot sit on a family it leaves out: its build must refuse with that reason, by name.
+REFUSED = {
+    ("rd4ad", "vit"): "decoder mirrors a CNN",  # ResNet stages going up: a ViT has no such stages
 }
 PAIRS = [(method, FAMILIES[family]) for method, families in sorted(WORKS_ON.items()) for family in families]
 
 
 def test_every_method_config_states_the_encoders_it_works_on():
     assert sorted(WORKS_ON) == METHODS, "add the new method to WORKS_ON with the encoder families it supports"
+    left_out = {(m, f) for m, families in WORKS_ON.items() for f in FAMILIES if f not in families}
+    assert left_out == set(REFUSED), "say in REFUSED why a method cannot sit on a family it leaves out"
 
 
 def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
@@ -52,6 +59,12 @@ def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
     encoder = builders.build_encoder(cfg, builders.build_protocol(cfg))
     torch.manual_seed(net_seed)
     return builders.build_module(cfg, builders.build_net(cfg, encoder))
+
+
+@pytest.mark.parametrize(("method", "family"), sorted(REFUSED))
+def test_a_method_refuses_by_name_the_encoders_it_cannot_sit_on(method, family):
+    with pytest.raises(Exception, match=REFUSED[method, family]):
+        _module(method, FAMILIES[family], net_seed=1)
 
 
 @pytest.mark.parametrize(("method", "backbone"), PAIRS, ids=[f"{m}-{b}" for m, b in PAIRS])
