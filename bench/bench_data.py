@@ -25,12 +25,11 @@ BATCH = 16
 def measure(root: Path, size: int, crop: int | None, cache: bool, workers: int) -> tuple[float, float]:
     """(seconds of setup, including the cache fill; images/s of the second pass over the training set)."""
     dm = AnomalyDataModule(
+        {"image_size": size, "crop_size": crop},
         "synthetic",
         root,
         num_workers=workers,
         batch_size=BATCH,
-        image_size=size,
-        crop_size=crop,
         cache=cache,
         pin_memory=torch.cuda.is_available(),
         synthetic=asdict(SPEC),

@@ -26,7 +26,7 @@ CHECKPOINT_GROUPS = ("method", "backbone", "protocol", "dataset")  # what rebuil
 
 
 def build_protocol(cfg: DictConfig) -> EvalProtocol:
-    return EvalProtocol(**OmegaConf.to_container(cfg.protocol, resolve=True))
+    return EvalProtocol.from_config(OmegaConf.to_container(cfg.protocol, resolve=True))
 
 
 def build_encoder(
@@ -61,14 +61,15 @@ def build_net(cfg: DictConfig, encoder: Encoder) -> AnomalyNet:
     return net
 
 
-def build_module(cfg: DictConfig, net: AnomalyNet) -> AnomalyModule:
-    """The LightningModule that trains `net` with the method's optimiser and schedule; it keeps the resolved
-    config so that its checkpoints can rebuild the network alone."""
+def build_module(cfg: DictConfig, net: AnomalyNet, train: bool = True) -> AnomalyModule:
+    """The LightningModule that trains `net` with the method's optimiser and schedule (train=false, for a
+    loaded model: neither is built); it keeps the resolved config so that its checkpoints can rebuild the
+    network alone."""
     method = cfg.method
     return AnomalyModule(
         net,
-        optimizer=instantiate(method.optimizer) if method.get("optimizer") else None,
-        scheduler=instantiate(method.scheduler) if method.get("scheduler") else None,
+        optimizer=instantiate(method.optimizer) if train and method.get("optimizer") else None,
+        scheduler=instantiate(method.scheduler) if train and method.get("scheduler") else None,
         scheduler_interval=method.get("scheduler_interval", "epoch"),
         config={group: OmegaConf.to_container(cfg[group], resolve=True) for group in CHECKPOINT_GROUPS},
     )
@@ -77,12 +78,9 @@ def build_module(cfg: DictConfig, net: AnomalyNet) -> AnomalyModule:
 def build_datamodule(
     cfg: DictConfig, protocol: EvalProtocol, classes: list[str] | None = None
 ) -> AnomalyDataModule:
-    overrides: dict[str, Any] = {
-        "image_size": protocol.image_size,
-        "crop_size": protocol.crop_size,
-        **protocol.input_pipeline,
-        "mask_threshold": cfg.dataset.get("mask_threshold", protocol.mask_threshold),
-    }
+    """The data module of `cfg.dataset`, reading its input through `protocol` (the same as
+    `dataset.protocol`, which points at the run's protocol for a data module built from the config alone)."""
+    overrides: dict[str, Any] = {"protocol": protocol.as_dict()}
     if classes is not None:
         overrides["classes"] = classes
     return instantiate(cfg.dataset, **overrides, _convert_="all")

@@ -8,7 +8,6 @@ line say what it is. The test set goes through the same `Evaluator` as after tra
 
 from __future__ import annotations
 
-import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from omegaconf import DictConfig
 from uad.builders import build_datamodule, build_protocol, build_trainer
 from uad.callbacks.evaluation import Evaluator
 from uad.callbacks.throughput import Throughput
-from uad.checkpoint import CheckpointError, load_module
+from uad.checkpoint import CheckpointError, load_module, read_checkpoint
 from uad.module import CHECKPOINT_KEY, AnomalyModule
-from uad.official import OfficialCheckpointError, layout_of, load_official, read_official
+from uad.official import layout_of, load_official
 from uad.provenance import run_info
 from uad.results import write_results
 from uad.utils.logging import get_logger
@@ -29,20 +28,12 @@ log = get_logger(__name__)
 
 
 def load_any(path: str | Path, cfg: DictConfig) -> tuple[AnomalyModule, DictConfig, str]:
-    """(module in eval mode, the config it runs with, "uad" or the official layout) for `path`.
-
-    A file that pickles more than tensors, containers and configs is not an official checkpoint; it is
-    handed to `uad.checkpoint.load_module` (our own Lightning checkpoints)."""
-    if not Path(path).is_file():
-        raise CheckpointError(
-            f"ckpt_path '{path}' does not exist; give a uad last.ckpt or an official checkpoint"
-        )
-    try:
-        checkpoint = read_official(path)
-    except (pickle.UnpicklingError, OfficialCheckpointError):
-        checkpoint = None
-    if checkpoint is None or CHECKPOINT_KEY in checkpoint:
-        module, cfg = load_module(path, cfg)
+    """(module in eval mode, the config it runs with, "uad" or the official layout) for `path`, read once
+    and safely (`uad.checkpoint.read_checkpoint`): a uad checkpoint by its own entry, an official one by
+    its keys."""
+    checkpoint = read_checkpoint(path)
+    if CHECKPOINT_KEY in checkpoint:
+        module, cfg = load_module(path, cfg, checkpoint)
         return module, cfg, "uad"
     layout, _ = layout_of(checkpoint, path)
     module, cfg = load_official(path, cfg, checkpoint)

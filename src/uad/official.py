@@ -42,18 +42,15 @@ Trainable part, official -> ours:
 Copies of a shared module (DualAD's positional code in every layer) must agree; the import then checks
 that the mapped keys are exactly the network's trainable keys, with equal shapes.
 
-**Reading.** UniAD's and DualAD's checkpoints pickle EasyDict configs and numpy scalars beside the
-tensors, so `torch.load(weights_only=True)` refuses them. `read_official` unpickles with an allow-list:
-tensors and storages, plain containers, numpy scalars and arrays, and EasyDict read as a plain dict (the
-`easydict` package is not needed). Any other class in the file is refused without being run.
+**Reading.** `uad.checkpoint.read_checkpoint`, as every checkpoint: `torch.load(weights_only=True)` with
+the data classes these files pickle beside the tensors registered (UniAD's and DualAD's EasyDict configs,
+read as plain dicts without the `easydict` package; numpy scalars and arrays; argparse Namespaces). A file
+that names anything else is refused unread (`uad.checkpoint.UnsafeCheckpointError`).
 """
 
 from __future__ import annotations
 
-import _compat_pickle
-import pickle
 import re
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +59,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from uad.builders import build_encoder, build_module, build_net, build_protocol
+from uad.checkpoint import CheckpointError, read_checkpoint
 from uad.methods.base import AnomalyNet
 from uad.module import AnomalyModule
 from uad.utils.logging import get_logger
@@ -73,77 +71,8 @@ LAYOUT_METHODS = {"dinomaly": ("dinomaly",), "uniad": ("uniad",), "dualad": ("du
 ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone."}
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(CheckpointError):
     """An official checkpoint that cannot be read, recognised or mapped onto the network."""
-
-
-# -- safe reading -----------------------------------------------------------------------------------
-
-
-class _PlainDict(dict):
-    """What an EasyDict in the file becomes: its items, and its attributes kept as attributes."""
-
-
-_ALLOWED = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("easydict", "EasyDict"): _PlainDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-}
-_ALLOWED_MODULES = {  # data-only constructors
-    "torch._utils": ("_rebuild_tensor_v2", "_rebuild_tensor", "_rebuild_parameter"),
-    "torch": (
-        "Size",
-        "device",
-        "float32",
-        "float64",
-        "float16",
-        "bfloat16",
-        "int64",
-        "int32",
-        "uint8",
-        "bool",
-    ),
-    "numpy.core.multiarray": ("scalar", "_reconstruct"),
-    "numpy._core.multiarray": ("scalar", "_reconstruct"),
-    "numpy": ("dtype", "ndarray"),
-    "copyreg": ("_reconstructor",),
-    "_codecs": ("encode",),  # bytes inside numpy scalars, pickled by protocol 2
-    "builtins": ("object",),
-}
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol 2 writes Python 2 names
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if name in _ALLOWED_MODULES.get(module, ()):
-            return super().find_class(module, name)
-        if module.startswith("numpy.dtypes") or (module == "torch" and name.endswith("Storage")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"the file pickles '{module}.{name}', which is not on the allow-list")
-
-
-class _AllowListPickle:
-    """A `pickle_module` for `torch.load` whose Unpickler only builds allow-listed classes."""
-
-    Unpickler = _AllowListUnpickler
-    load = pickle.load
-    __name__ = "uad.official allow-list pickle"
-
-
-def read_official(path: str | Path) -> dict[str, Any]:
-    """The dict pickled at `path`, built with the allow-list (no arbitrary code runs); raises
-    `pickle.UnpicklingError` for a file that pickles anything else."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=False, pickle_module=_AllowListPickle)
-    if not isinstance(obj, dict):
-        raise OfficialCheckpointError(f"'{path}' holds a {type(obj).__name__}, not a state dict")
-    return obj
 
 
 # -- recognising a layout ---------------------------------------------------------------------------
@@ -324,7 +253,7 @@ def load_official(
     frozen encoder's included, from the official checkpoint at `path` (`checkpoint`: its content when the
     caller has already read it, so a large file is read once); in eval mode."""
     if checkpoint is None:
-        checkpoint = read_official(path)
+        checkpoint = read_checkpoint(path)
     layout, state = layout_of(checkpoint, path)
     head = trainable_state(cfg.method.name, layout, state)
     weights = encoder_state(layout, state)
@@ -332,7 +261,7 @@ def load_official(
     net = _net_with_encoder_weights(cfg, weights, source)
     load_trainable(net, head, f"official {layout} checkpoint '{path}'")
     log.info("official %s file '%s' -> %s (%d tensors)", layout, path, cfg.method.name, len(head))
-    return build_module(cfg, net).eval(), cfg
+    return build_module(cfg, net, train=False).eval(), cfg
 
 
 def _net_with_encoder_weights(cfg: DictConfig, weights: dict[str, Tensor], source: str) -> AnomalyNet:

@@ -57,7 +57,7 @@ def fit_and_test(
     calibrator = Calibrator(protocol, **cfg.get("calibration", {}))  # after a selection restored its best
     callbacks = [evaluator, throughput, RngState(), *([selection] if selection else []), calibrator]
     trainer = build_trainer(cfg, output_dir, callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
     if results is not None and trainer.is_global_zero:

@@ -29,7 +29,6 @@ from uad.callbacks.visualize import image_at, overlay_figure
 from uad.checkpoint import load_module
 from uad.data.dataset import decode_image, pil_to_rgb
 from uad.data.samples import IMAGE_SUFFIXES, DatasetLayoutError
-from uad.data.transforms import InputTransform
 from uad.inference import Scorer
 from uad.methods.base import UNKNOWN_CLASS
 from uad.thresholds import normalized_score
@@ -78,9 +77,7 @@ class Model:
     ) -> None:
         self.cfg = cfg
         self.protocol = build_protocol(cfg)
-        keys = self.protocol.input_pipeline
-        keys.pop("label_rule")
-        self.transform = InputTransform(self.protocol.image_size, self.protocol.crop_size, **keys)
+        self.transform = self.protocol.input
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.scorer = Scorer(module.net.to(self.device).eval(), self.protocol)
         self.classes: list[str] = list(module.extra.get("classes") or [])

@@ -42,11 +42,14 @@ def test_every_group_option_composes_and_resolves(group, option, tmp_path):
             assert chosen["name"] == expected["name"]
 
 
-def test_each_method_brings_its_own_protocol(tmp_path):
+def test_each_method_names_a_protocol_preset(tmp_path):
+    """A method config names its protocol in its defaults; every protocol file is a preset with its own
+    name (no alias file per method)."""
+    for preset in _options("protocol"):
+        assert OmegaConf.load(CONF_DIR / "protocol" / f"{preset}.yaml").get("name") == preset
     for method in _options("method"):
         cfg = compose_config([f"method={method}"], output_dir=tmp_path, data_dir=tmp_path)
-        preset = OmegaConf.load(CONF_DIR / "protocol" / f"{method}.yaml")
-        assert cfg.protocol.name == OmegaConf.load(CONF_DIR / "protocol" / f"{preset.defaults[0]}.yaml").name
+        assert cfg.protocol.name in _options("protocol"), f"method={method}"
 
 
 def test_command_line_protocol_overrides_the_methods(tmp_path):
@@ -69,7 +72,7 @@ def test_trainer_keys_are_lightning_arguments(tmp_path):
 
 
 def _own_files(group: str) -> list[str]:
-    """The options of `group` that list `_base` (the protocol aliases of the methods list a preset)."""
+    """The options of `group` that list `_base` (a protocol may extend another preset instead)."""
     return [
         o
         for o in _options(group)
@@ -111,6 +114,30 @@ def test_the_label_does_not_choose_the_reader(tmp_path):
     dm = build_datamodule(cfg, build_protocol(cfg))
     assert (dm.name, dm.reader) == ("my_mvtec_copy", "mvtec")
     assert cfg.task_name.endswith("-my_mvtec_copy")
+
+
+@pytest.mark.parametrize(
+    ("method", "protocol", "size", "resize"),
+    [
+        ("dinomaly", "dinomaly392", 392, "pil"),
+        ("uniad", "uniad224", 224, "pil"),
+        ("dualad_he", "dualad224", 224, "cv2"),
+    ],
+)
+def test_a_method_names_its_protocol_and_the_dataset_reads_its_input(
+    tmp_path, method, protocol, size, resize
+):
+    """No alias file per method, and a data module instantiated alone gets the protocol's input (not 224 px
+    by default): the protocol is the one owner of the input pipeline."""
+    from hydra.utils import instantiate
+
+    cfg = compose_config([f"method={method}", "dataset=mvtec"], output_dir=tmp_path, data_dir=tmp_path)
+    assert cfg.protocol.name == protocol and not (CONF_DIR / "protocol" / f"{method}.yaml").exists()
+    dm = instantiate(cfg.dataset)
+    assert (dm.transform.input_size, dm.transform.resize) == (size, resize)
+    assert dm.transform == build_protocol(cfg).input and dm.label_rule == cfg.protocol.label_rule
+    override = compose_config([f"method={method}", "protocol=ader256"], output_dir=tmp_path)
+    assert instantiate(override.dataset).transform.input_size == 256
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
 """mode=eval: a saved model evaluates without training into the same files; official checkpoints are read
-through the allow-list and recognised by their keys, anything else gets one clear error."""
+weights-only and recognised by their keys, anything else gets one clear error."""
 
 from __future__ import annotations
 
+import argparse
 import json
-import pickle
 import sys
 import types
 from pathlib import Path
@@ -15,8 +15,8 @@ import torch
 
 from tests.conftest import compose_config
 from uad import pipeline
-from uad.checkpoint import CheckpointError
-from uad.official import OfficialCheckpointError, layout_of, read_official, recognise
+from uad.checkpoint import CheckpointError, UnsafeCheckpointError, read_checkpoint
+from uad.official import OfficialCheckpointError, layout_of, recognise
 
 TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 
@@ -67,9 +67,9 @@ class _Evil:
         return (print, ("ran",))
 
 
-def test_official_files_are_read_through_the_allow_list(tmp_path, monkeypatch):
-    """An EasyDict config and numpy scalars (what train_val.py pickles) are read without easydict; any other
-    class is refused without being run."""
+def test_official_files_are_read_weights_only(tmp_path, monkeypatch):
+    """An EasyDict config, numpy scalars and arrays, an argparse Namespace (what train_val.py pickles) are
+    read without easydict; any other class is refused without being run."""
     easydict = types.ModuleType("easydict")
 
     class EasyDict(dict):
@@ -83,11 +83,14 @@ def test_official_files_are_read_through_the_allow_list(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "easydict", easydict)
     path = tmp_path / "ckpt.pth.tar"
     state = {"reconstruction.w": torch.arange(3.0)}
-    torch.save({"arch": EasyDict(net=[1]), "best_metric": np.float64(0.9), "state_dict": state}, path)
+    extra = {"args": argparse.Namespace(lr=0.1), "mean": np.arange(4, dtype=np.float32)}
+    content = {"arch": EasyDict(net=[1]), "best_metric": np.float64(0.9), "state_dict": state, **extra}
+    torch.save(content, path)
     monkeypatch.delitem(sys.modules, "easydict")
-    checkpoint = read_official(path)
+    checkpoint = read_checkpoint(path)
     assert checkpoint["arch"]["net"] == [1] and checkpoint["best_metric"] == pytest.approx(0.9)
+    assert checkpoint["args"].lr == 0.1 and checkpoint["mean"].tolist() == [0, 1, 2, 3]
     torch.testing.assert_close(checkpoint["state_dict"]["reconstruction.w"], torch.arange(3.0))
     torch.save({"x": _Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(pickle.UnpicklingError, match=r"builtins\.print"):
-        read_official(tmp_path / "evil.pth")
+    with pytest.raises(UnsafeCheckpointError, match=r"holds a pickle that names builtins\.print"):
+        read_checkpoint(tmp_path / "evil.pth")

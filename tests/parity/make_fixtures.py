@@ -47,6 +47,13 @@ OFFICIAL = {
     "dualad_he": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
 }
+# the protocol preset each method names (conf/method/<name>.yaml), recorded with its fixtures
+PROTOCOLS = {
+    "dinomaly": "dinomaly392",
+    "uniad": "uniad224",
+    "dualad_he": "dualad224",
+    "dualad_ho": "dualad224",
+}
 # Dinomaly's sizes as dinomaly_mvtec_uni.py sets them per encoder: (DINOv2 constructor, width, heads, taps).
 # ViT-L differs in depth (24) and in the tapped blocks; the two fused groups are the same halves.
 DINOMALY_SIZES = {
@@ -142,7 +149,7 @@ def dinomaly(official: Path, backbone: str) -> dict:
     loss = global_cosine_hm_percent(en, de, p=0.9, factor=0.1)
     grads = grad_norms(loss, model, ["bottleneck.0.fc1.weight", "decoder.0.attn.qkv.weight"])
     return {
-        "config": {"method": "dinomaly", "backbone": backbone, "protocol": "dinomaly"},
+        "config": {"method": "dinomaly", "backbone": backbone, "protocol": PROTOCOLS["dinomaly"]},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -211,7 +218,7 @@ def uniad(official: Path, backbone: str) -> dict:
     loss = F.mse_loss(out["feature_rec"], out["feature_align"])
     grads = grad_norms(loss, model, ["reconstruction.input_proj.weight", "reconstruction.output_proj.weight"])
     return {
-        "config": {"method": "uniad", "backbone": "effb4", "protocol": "uniad"},
+        "config": {"method": "uniad", "backbone": "effb4", "protocol": PROTOCOLS["uniad"]},
         **rebuild,
         "input": summary(image),
         "outputs": {
@@ -242,7 +249,7 @@ def _dualad(official: Path, method: str, grad_keys: list[str], **reconstruction)
     )
     grads = grad_norms(loss, model, grad_keys)
     return {
-        "config": {"method": method, "backbone": "wres50", "protocol": method},
+        "config": {"method": method, "backbone": "wres50", "protocol": PROTOCOLS[method]},
         **rebuild,
         "input": summary(image),
         "outputs": {

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from tests.parity.make_fixtures import (  # noqa: E402
     BACKBONES,
     OFFICIAL,
+    PROTOCOLS,
     dinomaly_model,
     fill,
     helper_model,
@@ -237,7 +238,7 @@ def official_side(args: argparse.Namespace) -> dict:
     return {
         "method": args.method,
         "official": {"repo": repo, "commit": commit, "command": " ".join(["python", *sys.argv])},
-        "config": {"method": args.method, "backbone": args.backbone, "protocol": args.method},
+        "config": {"method": args.method, "backbone": args.backbone, "protocol": PROTOCOLS[args.method]},
         "data": {"root": str(args.data), "classes": classes},
         "images": dict(sorted(images)),
         "per_class": per_class,

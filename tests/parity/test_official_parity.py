@@ -21,7 +21,6 @@ from PIL import Image
 from tests.conftest import REALDATA, compose_config
 from tests.parity.seeded import seeded_state
 from uad.builders import build_protocol
-from uad.data.transforms import InputTransform
 from uad.official import load_official
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
@@ -102,8 +101,7 @@ def check_outputs(net, output, protocol, outputs: dict) -> None:
 def test_official_checkpoint_gives_the_official_numbers(name, tmp_path):
     """End to end: the real image through our input pipeline, the imported network and our protocol."""
     fixture, module, protocol = imported(name, tmp_path)
-    keys = {k: v for k, v in protocol.input_pipeline.items() if k != "label_rule"}
-    transform = InputTransform(protocol.image_size, protocol.crop_size, **keys)
+    transform = protocol.input
     rgb = np.asarray(Image.open(REALDATA / fixture["image"]).convert("RGB"))
     image, _ = transform(rgb, np.zeros(rgb.shape[:2], np.uint8))
     assert_matches(image[None], fixture["input"], rtol=0, atol=1e-6)

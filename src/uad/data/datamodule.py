@@ -71,9 +71,9 @@ class AnomalyDataModule(LightningDataModule):
     `views`; VisA `split_csv`). setting: "unified" (one model for all classes) or "separate" (the pipeline
     trains one per class). strict: the counts of an official dataset must match the reference (false:
     partial copies).
-    image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, mask_decode,
-    label_rule: the protocol's input side (see EvalProtocol and `uad.data.transforms`, which documents each
-    paper's steps).
+    protocol: the run's protocol config (`dataset.protocol: ${protocol}`; a flat mapping): the data module
+    reads its input pipeline (`InputTransform.from_protocol`; `uad.data.transforms` documents each paper's
+    steps) and its label rule from it, so it has no input size of its own.
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
     test image is reported before training rather than after it.
@@ -86,6 +86,7 @@ class AnomalyDataModule(LightningDataModule):
 
     def __init__(
         self,
+        protocol: Mapping[str, Any],
         reader: str = "synthetic",
         root: str | Path = "data/synthetic",
         name: str | None = None,
@@ -96,15 +97,6 @@ class AnomalyDataModule(LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
         pin_memory: bool | None = None,
-        image_size: int = 224,
-        crop_size: int | None = None,
-        resize: str = "cv2",
-        interpolation: str = "linear",
-        mask_resize: str = "cv2_nearest",
-        mask_rule: str = "binarize_first",
-        mask_threshold: float = 0.5,
-        mask_decode: str = "uad",
-        label_rule: str = "folder",
         cache: bool = False,
         check_images: bool = True,
         val_fraction: float = 0.0,
@@ -135,10 +127,8 @@ class AnomalyDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.transform = InputTransform(
-            image_size, crop_size, resize, interpolation, mask_resize, mask_rule, mask_threshold, mask_decode
-        )
-        self.label_rule = label_rule
+        self.transform = InputTransform.from_protocol(protocol)
+        self.label_rule = protocol.get("label_rule", "folder")
         self.augment = list(augment or [])
         self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
         self.synthetic_spec = SyntheticSpec(**(synthetic or {}))

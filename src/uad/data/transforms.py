@@ -38,7 +38,9 @@ uint8 and run only the cheap rest (crop, normalise, to tensor) per access.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,6 +95,8 @@ class InputTransform:
     pixel whose largest channel passes; a 16-bit one is compared at 16 bits (threshold x 65535).
     mask_decode: how the mask file is read (`uad.data.masks`): `uad`, `pil` (Dinomaly), `cv2_gray` (UniAD,
     DualAD).
+
+    The protocol owns it (`EvalProtocol.input`); its keys are the flat input keys of `conf/protocol/`.
     """
 
     image_size: int
@@ -117,6 +121,13 @@ class InputTransform:
                 f"protocol.crop_size {self.crop_size} exceeds protocol.image_size {self.image_size}; "
                 f"set a crop no larger than the resize"
             )
+
+    @classmethod
+    def from_protocol(cls, keys: Mapping[str, Any]) -> InputTransform:
+        """The input pipeline of a protocol config (`conf/protocol/`): its own keys, the others ignored."""
+        if keys.get("image_size") is None:
+            raise ValueError("protocol.image_size is missing: the input side every image is resized to")
+        return cls(**{f.name: keys[f.name] for f in fields(cls) if f.name in keys})
 
     @property
     def input_size(self) -> int:

@@ -6,7 +6,9 @@ configuration (`conf/protocol/`), recorded with every result, with one preset pe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from uad.metrics.functional import FPR_RESCALES
 
 SCORE_RULES = ("max", "avgpool_max", "topk_mean")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
 
 def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
@@ -31,18 +34,12 @@ def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
 
 @dataclass(frozen=True)
 class EvalProtocol:
-    """Input transform, mask binarisation and map post-processing of one paper's evaluation.
+    """One paper's evaluation: its input pipeline, label rule and map post-processing.
 
-    image_size / crop_size: resize then centre-crop of the input (crop None = no crop).
-    resize / interpolation: the image resize: `cv2` (cv2.resize, no antialias) or `pil` (PIL's resize, as
-    torchvision's `Resize` on a PIL image: antialiased), filter linear, area or cubic.
-    mask_resize: `cv2_nearest`, `pil_nearest` (they pick different source pixels) or `pil_bilinear`.
-    mask_rule: `binarize_first` (at full size, > mask_threshold x the mask's maximum, then resize; ours),
-    `resize_then_threshold` (resize the grey levels, then > mask_threshold x 255: Dinomaly, UniAD) or
-    `resize_then_truncate` (resize, then only grey level 255: DualAD's int(mask / 255)).
-    mask_threshold: see mask_rule (0 = any value > 0).
-    mask_decode: how a mask file is read: `uad` (ours), `pil` (Dinomaly: the file's own channels, palette
-    indices, 16 bits) or `cv2_gray` (UniAD, DualAD: OpenCV's grey conversion); see `uad.data.masks`.
+    input: the input pipeline (`uad.data.transforms.InputTransform`: resize, crop, mask resize and
+    binarisation, mask decoding), the one the data module and `mode=predict` use too. A protocol config
+    (`conf/protocol/`) is flat: `from_config` gives the input keys to `input` and the rest to the protocol.
+    name: the preset's name, recorded with every result.
     label_rule: `folder` (the dataset's good / defective) or `mask` (defective iff the mask at the input size
     has a defect pixel: UniAD). `uad.data.transforms` writes out each paper's steps.
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
@@ -63,15 +60,8 @@ class EvalProtocol:
     flipped numbers are listed in results["extra"]["flipped_auroc"]. Off everywhere but paper reproduction.
     """
 
+    input: InputTransform
     name: str = "default"
-    image_size: int = 224
-    crop_size: int | None = None
-    resize: str = "cv2"
-    interpolation: str = "linear"
-    mask_resize: str = "cv2_nearest"
-    mask_rule: str = "binarize_first"
-    mask_threshold: float = 0.5
-    mask_decode: str = "uad"
     label_rule: str = "folder"
     eval_size: int | None = None
     smoothing_sigma: float = 0.0
@@ -89,10 +79,7 @@ class EvalProtocol:
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
             raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
-        keys = self.input_pipeline
-        label_rule = keys.pop("label_rule")
-        InputTransform(self.image_size, self.crop_size, **keys, mask_threshold=self.mask_threshold)  # checks
-        check_choice("label_rule", label_rule, LABEL_RULES)
+        check_choice("label_rule", self.label_rule, LABEL_RULES)
         if not 0.0 < self.fpr_limit <= 1.0:
             raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
@@ -113,9 +100,16 @@ class EvalProtocol:
                 f"protocol.aupro_fpr_rescale '{self.aupro_fpr_rescale}' is not one of {FPR_RESCALES}"
             )
 
+    @classmethod
+    def from_config(cls, keys: Mapping[str, Any]) -> EvalProtocol:
+        """A protocol from its flat config (`conf/protocol/<name>.yaml`, or a dict of the same keys)."""
+        own = {key: value for key, value in keys.items() if key not in INPUT_KEYS}
+        return cls(InputTransform.from_protocol(keys), **own)
+
     @property
     def input_size(self) -> int:
-        return self.crop_size or self.image_size
+        """The side of the images the network sees (after any crop)."""
+        return self.input.input_size
 
     @property
     def metric_size(self) -> int:
@@ -125,14 +119,10 @@ class EvalProtocol:
     def map_torch_dtype(self) -> torch.dtype:
         return MAP_DTYPES[self.map_dtype]
 
-    @property
-    def input_pipeline(self) -> dict:
-        """The input keys the data module takes besides sizes and mask_threshold (resize, masks, labels)."""
-        keys = ("resize", "interpolation", "mask_resize", "mask_rule", "mask_decode", "label_rule")
-        return {key: getattr(self, key) for key in keys}
-
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The flat form of the config (the `protocol` entry of results.json): name, input keys, the rest."""
+        keys = asdict(self)
+        return {"name": keys.pop("name"), **keys.pop("input"), **keys}
 
     def maps_for_eval(self, maps: Tensor) -> Tensor:
         """(B, 1, H, W) maps at input resolution -> (B, h, w) float32 maps at the evaluation size."""

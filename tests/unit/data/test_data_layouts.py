@@ -179,9 +179,9 @@ def test_realiad_multiview_split_labels_keys_and_views(tmp_path, nested):
 def test_realiad_labels_under_dinomaly_are_dinomalys(tmp_path):
     """Dinomaly's RealIADDataset (dataset.py): label = `anomaly_class != 'OK'`; the mask file is read only
     for those views, the others get zeros (C3 of the NG sample has a mask file but is labelled OK). Under
-    protocol=dinomaly every test view gets that label and mask."""
+    protocol=dinomaly392 every test view gets that label and mask."""
     root = realiad_tree(tmp_path / "realiad", nested=True)
-    overrides = ("dataset.images=realiad_256", "protocol=dinomaly", "protocol.crop_size=null")
+    overrides = ("dataset.images=realiad_256", "protocol=dinomaly392", "protocol.crop_size=null")
     dm = datamodule(tmp_path, "realiad", root, *overrides)
     split = json.loads((root / "realiad_jsons" / "realiad_jsons" / "audiojack.json").read_text())
     dinomaly = {e["image_path"]: (e["anomaly_class"] != "OK", e["mask_path"]) for e in split["test"]}
@@ -220,7 +220,7 @@ def test_folder_of_untidy_factory_images(tmp_path, caplog):
     write_image(root / "tray" / "test" / "good" / "2.png")
     write_image(root / "tray" / "test" / "chip" / "3.png", index=0)
     with caplog.at_level("WARNING"):
-        dm = datamodule(tmp_path, "folder", root, "dataset.mask_threshold=0.5")
+        dm = datamodule(tmp_path, "folder", root, "protocol.mask_threshold=0.5")
         items = [dm.test_set[i] for i in range(len(dm.test_set))] + [dm.train_set[i] for i in range(4)]
     assert dm.class_names == ["part", "tray"]
     assert split_counts(dm) == {"part": (3, 1, 2), "tray": (1, 1, 1)}
@@ -248,7 +248,7 @@ def test_mask_threshold_is_configuration(tmp_path, threshold, positives):
     write_image(root / "c" / "test" / "cut" / "0.png", index=0)
     write_mask(root / "c" / "ground_truth" / "cut" / "0_mask.png", 0, soft=True)
     rule = "protocol.mask_rule=binarize_first"  # the default method's DualAD preset keeps only grey level 255
-    dm = datamodule(tmp_path, "folder", root, rule, f"dataset.mask_threshold={threshold}")
+    dm = datamodule(tmp_path, "folder", root, rule, f"protocol.mask_threshold={threshold}")
     assert int(dm.test_set[0]["mask"].sum()) == positives
 
 

@@ -74,12 +74,12 @@ def test_dinomaly_recipes_drop_the_last_batch_and_the_separated_ones_match_the_o
     from uad.data.datamodule import AnomalyDataModule
 
     dm = AnomalyDataModule(
+        {"image_size": 64},
         root=tmp_path / "synthetic",
         batch_size=4,
         drop_last=True,
         num_workers=0,
         synthetic={"image_size": 96, "train_per_class": 6, "test_good": 1, "test_per_defect": 1},
-        image_size=64,
     )
     dm.setup("fit")
     train = len(dm.train_set)

@@ -20,7 +20,7 @@ from uad.metrics import EvalProtocol
 from uad.metrics.stateful import AUPRO, ImageMetrics, PixelMetrics
 
 CLASSES = ("weave", "pill")
-PROTOCOL = EvalProtocol(image_size=32, mask_threshold=0.0, score="max")
+PROTOCOL = EvalProtocol.from_config({"image_size": 32, "mask_threshold": 0.0, "score": "max"})
 
 
 def dataset() -> list[dict]:

@@ -12,16 +12,19 @@ from bench.synthetic_maps import blob_data
 from tests.conftest import compose_config
 from uad import builders, pipeline
 from uad.callbacks.evaluation import Evaluator
+from uad.data.transforms import InputTransform
 from uad.metrics import METRIC_NAMES, EvalProtocol, compute_metrics
 from uad.metrics.records import EvalRecords
 from uad.results import build_results, merge_results
 
+R224 = InputTransform(224)
+
 
 def test_bad_metric_keys_are_named():
     with pytest.raises(ValueError, match=r"protocol\.pixel_bins"):
-        EvalProtocol(pixel_bins=4)
+        EvalProtocol(R224, pixel_bins=4)
     with pytest.raises(ValueError, match=r"protocol\.map_dtype 'int8'"):
-        EvalProtocol(map_dtype="int8")
+        EvalProtocol(R224, map_dtype="int8")
 
 
 @pytest.mark.parametrize("preset", ["r224", "uniad224", "dualad224", "dinomaly392", "ader256"])
@@ -60,11 +63,11 @@ def test_real_iad_runs_report_sample_level_metrics(tmp_path):
 
 def test_bad_paper_rule_keys_are_named():
     with pytest.raises(ValueError, match=r"protocol\.aupro_thresholds must be null .* got 1"):
-        EvalProtocol(aupro_thresholds=1)
+        EvalProtocol(R224, aupro_thresholds=1)
     with pytest.raises(ValueError, match=r"protocol\.aupro_thresholds .* got '200'"):
-        EvalProtocol(aupro_thresholds="200")
+        EvalProtocol(R224, aupro_thresholds="200")
     with pytest.raises(ValueError, match=r"protocol\.aupro_fpr_rescale 'mean'"):
-        EvalProtocol(aupro_fpr_rescale="mean")
+        EvalProtocol(R224, aupro_fpr_rescale="mean")
 
 
 @pytest.mark.parametrize(
@@ -104,7 +107,7 @@ def _records() -> EvalRecords:
 
 
 def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
-    protocol = EvalProtocol(aupro_thresholds=200, flip_auroc=True)
+    protocol = EvalProtocol(R224, aupro_thresholds=200, flip_auroc=True)
     records = _records()
     results = Evaluator(protocol, tmp_path, overlays_per_class=0, print_table=False).evaluate(records)
     assert results["metrics"] == [*METRIC_NAMES, "AUPRO@200"]
@@ -124,7 +127,7 @@ def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
 
 
 def test_without_the_paper_rules_nothing_is_added_or_flipped():
-    results = Evaluator(EvalProtocol(), overlays_per_class=0, print_table=False).evaluate(_records())
+    results = Evaluator(EvalProtocol(R224), overlays_per_class=0, print_table=False).evaluate(_records())
     assert results["metrics"] == list(METRIC_NAMES) and "flipped_auroc" not in results["extra"]
     assert results["per_class"]["inverted"]["I-AUROC"] < 0.5
 
