@@ -8,6 +8,8 @@ Three layouts are recognised by their keys (after an optional `state_dict` wrapp
 | `uniad` | UniAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.transformer.encoder.layers.*` |
 | `dualad` | DualAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.memory_modules.*` or |
 | | | `R.proj_encoder.*` |
+| `mambaad` | MambaAD's (ADer's) trainer `ckpt.pth` (`{'net': ...}`), `net.pth` | `net_t.*`, |
+| | | `net_s.layers_up.*` |
 
 (`R.` = `reconstruction.`, `T.` = `reconstruction.transformer.`, `L` a layer index, `*` the rest.) The frozen
 encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout) or `backbone.*`
@@ -38,7 +40,14 @@ Trainable part, official -> ours:
 | Ho | `R.proj_encoder.layers.L.*`; `R.proj_decoder.layers.L.*` | `wsn_in.encoder...`; `wsn_out.decoder...` |
 | Ho | `R.proj_decoder.learned_queries.L.weight` | `wsn_out.queries.L` |
 | Ho | `R.proj_*.layers.L.abs_pos_embed.1.*` (the shared projection) | `pos_proj.*` |
+| MambaAD | `mff_oce.{conv1,bn1,conv21,bn21}.*` | `fusion.{down1.0,down1.1,lateral1.0,lateral1.1}.*` |
+| MambaAD | `mff_oce.{conv2,bn2,conv31,bn31,convf,bnf}.*` | `fusion.{down2,lateral2,fuse}.{0,1}.*` |
+| MambaAD | `mff_oce.bn_layer.*`; `net_s.layers_up.S.*` | `embedding.*`; `decoder.S.*` |
+| ADer | `...blocks.M.conv1b3.*`, `conv1a3.*` (the 7 x 7 branch's 1 x 1 convs) | `conv1b7.*`, `conv1a7.*` |
+| ADer | `...blocks.M.conv33.*` (built, never used in its forward) | dropped |
+| MambaAD | `...self_attention.scans.index_flat[_inv]` (the scan order) | checked against ours, dropped |
 
+(MambaAD's file is an ADer plug-in, so both save the same layout; `net_t.*` is the frozen timm ResNet.)
 Copies of a shared module (DualAD's positional code in every layer) must agree; the import then checks
 that the mapped keys are exactly the network's trainable keys, with equal shapes.
 
@@ -50,6 +59,7 @@ that names anything else is refused unread (`uad.checkpoint.UnsafeCheckpointErro
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -62,13 +72,19 @@ from uad.builders import build_encoder, build_module, build_net, build_protocol
 from uad.checkpoint import CheckpointError, read_checkpoint
 from uad.methods.base import AnomalyNet
 from uad.module import AnomalyModule
+from uad.nn.scan_orders import scan_order
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-LAYOUTS = ("dinomaly", "uniad", "dualad")
-LAYOUT_METHODS = {"dinomaly": ("dinomaly",), "uniad": ("uniad",), "dualad": ("dualad_he", "dualad_ho")}
-ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone."}
+LAYOUTS = ("dinomaly", "uniad", "dualad", "mambaad")
+LAYOUT_METHODS = {
+    "dinomaly": ("dinomaly",),
+    "uniad": ("uniad",),
+    "dualad": ("dualad_he", "dualad_ho"),
+    "mambaad": ("mambaad",),
+}
+ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone.", "mambaad": "net_t."}
 
 
 class OfficialCheckpointError(CheckpointError):
@@ -79,8 +95,9 @@ class OfficialCheckpointError(CheckpointError):
 
 
 def flat_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """The tensors of an official checkpoint: `state_dict` unwrapped, the DDP `module.` prefix dropped."""
-    state = checkpoint.get("state_dict", checkpoint)
+    """The tensors of an official checkpoint: `state_dict` (or ADer's `net`) unwrapped, the DDP `module.`
+    prefix dropped."""
+    state = checkpoint.get("state_dict", checkpoint.get("net", checkpoint))
     if not isinstance(state, dict):
         return {}
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
@@ -99,6 +116,8 @@ def recognise(state: dict[str, Tensor]) -> str | None:
         return "uniad"
     if has("backbone.") and (has("reconstruction.memory_modules.") or has("reconstruction.proj_encoder.")):
         return "dualad"
+    if has("net_t.") and has("net_s.layers_up."):
+        return "mambaad"
     return None
 
 
@@ -117,7 +136,8 @@ def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[s
             f"'{path}' matches no known checkpoint layout ({describe_keys(state or checkpoint)}). Accepted: "
             "a uad last.ckpt; Dinomaly's model.pth (encoder.*, bottleneck.0.*, decoder.*); UniAD's or "
             "DualAD's train_val.py checkpoint ({'state_dict': {[module.]backbone.*, "
-            "[module.]reconstruction.*}})"
+            "[module.]reconstruction.*}}); MambaAD's or ADer's ckpt.pth ({'net': {net_t.*, mff_oce.*, "
+            "net_s.layers_up.*}}) or net.pth"
         )
     return layout, state
 
@@ -175,6 +195,20 @@ RULES: dict[str, list[tuple[str, str]]] = {
         *_DUALAD_ATTN,
     ],
 }
+_MFF = {  # MambaAD's fusion layers -> ours
+    **{"conv1": "down1.0", "bn1": "down1.1", "conv21": "lateral1.0", "bn21": "lateral1.1"},
+    **{"conv2": "down2.0", "bn2": "down2.1", "conv31": "lateral2.0", "bn31": "lateral2.1"},
+    **{"convf": "fuse.0", "bnf": "fuse.1"},
+}
+RULES["mambaad"] = [
+    (r"^mff_oce\.bn_layer\.", "embedding."),
+    *[(rf"^mff_oce\.{name}\.", f"fusion.{ours}.") for name, ours in _MFF.items()],
+    (r"^net_s\.layers_up\.", "decoder."),
+    (r"\.conv1(b|a)3\.", r".conv1\g<1>7."),  # ADer's names for the 7 x 7 branch's 1 x 1 convolutions
+]
+_DROPPED = {  # official keys with no counterpart in our network
+    "mambaad": re.compile(r"\.conv33\.|\.scans\.index_flat(_inv)?$"),  # ADer's unused branch; scan orders
+}
 _SHARED = {  # official keys of one module that every layer holds a copy of -> our one key
     "dualad_he": [
         (
@@ -212,6 +246,8 @@ def trainable_state(method: str, layout: str, state: dict[str, Tensor]) -> dict[
     head = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX[layout])}
     out: dict[str, Tensor] = {}
     for key, value in head.items():
+        if method in _DROPPED and _DROPPED[method].search(key):
+            continue
         shared = next(((p, r) for p, r in _SHARED.get(method, []) if re.match(p, key)), None)
         if shared is not None:
             ours = re.sub(*shared, key)
@@ -243,6 +279,19 @@ def load_trainable(net: AnomalyNet, state: dict[str, Tensor], source: str) -> No
     net.load_state_dict({**net.state_dict(), **state}, strict=True)
 
 
+def check_scan_orders(state: dict[str, Tensor], scan: str, path: str | Path) -> None:
+    """MambaAD saves each block's scan order (`scans.index_flat`: sequence step -> map position); it must be
+    the order `method.model.scan` gives, or the imported network would read its maps in another order."""
+    for key, order in state.items():
+        if key.endswith(".scans.index_flat"):
+            side = math.isqrt(order.numel())
+            if not torch.equal(order.flatten().long(), scan_order(side, scan)):
+                raise OfficialCheckpointError(
+                    f"'{path}': {key} is not the {scan} scan of a {side} x {side} map; set "
+                    "method.model.scan= to the official config's scan_type"
+                )
+
+
 # -- building the network -----------------------------------------------------------------------------
 
 
@@ -256,6 +305,8 @@ def load_official(
         checkpoint = read_checkpoint(path)
     layout, state = layout_of(checkpoint, path)
     head = trainable_state(cfg.method.name, layout, state)
+    if layout == "mambaad":
+        check_scan_orders(state, cfg.method.model.scan, path)
     weights = encoder_state(layout, state)
     source = f"{path} ({ENCODER_PREFIX[layout]}*)"
     net = _net_with_encoder_weights(cfg, weights, source)

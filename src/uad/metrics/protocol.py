@@ -19,6 +19,7 @@ from uad.metrics.functional import FPR_RESCALES
 
 SCORE_RULES = ("max", "avgpool_max", "topk_mean")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+SMOOTHING_PADDINGS = ("zeros", "reflect")
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
 
@@ -30,6 +31,13 @@ def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     k = torch.outer(g, g)
     return (k / k.sum()).float()
+
+
+def _reflect_index(n: int, radius: int) -> Tensor:
+    """Indices that pad a length-n axis by `radius` on each side with its mirror image, edge included
+    (scipy.ndimage's 'reflect'; numpy's 'symmetric'), for radius <= n."""
+    inner = torch.arange(n)
+    return torch.cat([inner[:radius].flip(0), inner, inner[n - radius :].flip(0)])
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,9 @@ class EvalProtocol:
     has a defect pixel: UniAD). `uad.data.transforms` writes out each paper's steps.
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
     (align_corners=False), masks with nearest neighbour.
-    smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
-    smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4).
+    smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), kernel smoothing_kernel (0 =
+    2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4); smoothing_padding: `zeros` or `reflect` (scipy's
+    gaussian_filter default, the edge sample repeated: d c b a | a b c d; ADer's evaluator).
     score: image score rule: "max"; "avgpool_max" (max of the score_kernel x score_kernel, stride-1
     average-pooled map: UniAD, DualAD); "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
     fpr_limit: AUPRO integrates PRO over FPR in [0, fpr_limit] (0.3 everywhere in the field).
@@ -66,6 +75,7 @@ class EvalProtocol:
     eval_size: int | None = None
     smoothing_sigma: float = 0.0
     smoothing_kernel: int = 0
+    smoothing_padding: str = "zeros"
     score: str = "avgpool_max"
     score_kernel: int = 16
     score_ratio: float = 0.01
@@ -80,6 +90,7 @@ class EvalProtocol:
         if self.score not in SCORE_RULES:
             raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
         check_choice("label_rule", self.label_rule, LABEL_RULES)
+        check_choice("smoothing_padding", self.smoothing_padding, SMOOTHING_PADDINGS)
         if not 0.0 < self.fpr_limit <= 1.0:
             raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
@@ -132,7 +143,13 @@ class EvalProtocol:
             maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
         if self.smoothing_sigma > 0:
             kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel).to(maps.device)
-            maps = F.conv2d(maps, kernel[None, None], padding=kernel.shape[-1] // 2)
+            radius = kernel.shape[-1] // 2
+            if self.smoothing_padding == "reflect":
+                maps = maps[..., _reflect_index(maps.shape[-2], radius), :][
+                    ..., _reflect_index(maps.shape[-1], radius)
+                ]
+                radius = 0
+            maps = F.conv2d(maps, kernel[None, None], padding=radius)
         return maps[:, 0]
 
     def image_scores(self, maps: Tensor) -> Tensor:

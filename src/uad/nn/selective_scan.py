@@ -116,7 +116,7 @@ class ChunkedScan(torch.autograd.Function):
     def forward(ctx, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
         ctx.save_for_backward(u, delta, A, B, C)
         ctx.chunk = chunk
-        y = torch.empty_like(u)
+        y = u.new_empty(u.shape)  # contiguous, whatever u's strides: slices of it are written below
         for part, (u_, delta_, A_, B_, C_) in _slices(u, delta, A, B, C):
             log_decay, inputs, T = _terms(u_, delta_, A_, B_, chunk)
             states = linear_recurrence(log_decay, inputs, T)  # (p, d, L', N)
@@ -126,8 +126,8 @@ class ChunkedScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor):
         u, delta, A, B, C = ctx.saved_tensors
-        grads = [torch.zeros_like(t) for t in (u, delta)]
-        dB, dC = torch.zeros_like(B), torch.zeros_like(C)
+        grads = [u.new_zeros(u.shape), u.new_zeros(u.shape)]  # contiguous: written through views
+        dB, dC = B.new_zeros(B.shape), C.new_zeros(C.shape)
         dA = torch.zeros(B.shape[0], *A.shape, dtype=A.dtype, device=A.device)  # per image, summed at the end
         dy = dy.contiguous()
         g_count = B.shape[1]

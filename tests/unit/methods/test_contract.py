@@ -1,7 +1,8 @@
 """The contract every method's network keeps, checked for every method config on a CNN and a ViT: the map
 has the input's size, the loss is finite and trains only the trainable part (a memory-bank method has no
 loss: its training step only remembers, and the bank it builds is its trained state), and a checkpoint
-(trainable state only) rebuilt onto a fresh network gives the same outputs."""
+(trainable state only) rebuilt onto a fresh network gives the same outputs. A method whose network mirrors
+a CNN's feature pyramid (CNN_ONLY) cannot sit on a ViT: there it must refuse with a clear error instead."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from tests.conftest import CONF_DIR, compose_config
 from uad import builders
+from uad.errors import UserError
 from uad.module import AnomalyModule
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
@@ -17,6 +19,11 @@ BACKBONES = {  # a small input per family, with an 8 x 8 feature grid and a 3 x 
     "effnet_lite0": ["protocol.image_size=128"],
     "dinov2_vits14_reg": ["protocol.image_size=112"],
 }
+VIT = "dinov2_vits14_reg"
+CNN_ONLY = {  # method -> why it needs a CNN
+    "mambaad": "its fusion and Mamba decoder mirror the stride-4/8/16 stages of a CNN",
+}
+CASES = [(m, b) for m in METHODS for b in sorted(BACKBONES) if not (b == VIT and m in CNN_ONLY)]
 
 
 def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
@@ -37,8 +44,14 @@ def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
     return builders.build_module(cfg, builders.build_net(cfg, encoder))
 
 
-@pytest.mark.parametrize("backbone", sorted(BACKBONES))
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", sorted(CNN_ONLY))
+def test_cnn_pyramid_methods_refuse_a_vit(method):
+    """CNN_ONLY says why each cannot run on a ViT; building one there is a UserError naming the backbone."""
+    with pytest.raises(UserError, match=f"needs a CNN backbone.*{VIT}"):
+        _module(method, VIT, net_seed=1)
+
+
+@pytest.mark.parametrize(("method", "backbone"), CASES)
 def test_network_contract(method, backbone, tmp_path):
     module = _module(method, backbone, net_seed=1)
     size = module.net.encoder.input_size

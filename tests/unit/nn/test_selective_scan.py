@@ -98,10 +98,13 @@ def test_gradients_through_the_recomputing_backward(monkeypatch):
 
 
 def test_gradients_with_gate_skip_and_bias_match_the_definition():
+    """Also with B and C as SS2D passes them: slices of one projection, not contiguous."""
     x = {k: v.requires_grad_() for k, v in random_inputs(grouped=True).items()}
     y = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
     weight = torch.randn(2, 6, 23, dtype=torch.float64)
-    (selective_scan(**x, delta_softplus=True, chunk=4).double() * weight).sum().backward()
+    B, C = torch.cat([x["B"], x["C"]], dim=2).split(4, dim=2)  # (2, 3, 4, 23) views of one tensor
+    assert not B.is_contiguous()
+    (selective_scan(**{**x, "B": B, "C": C}, delta_softplus=True, chunk=4).double() * weight).sum().backward()
     (sequential(**y, delta_softplus=True) * weight).sum().backward()
     for key in x:
         torch.testing.assert_close(x[key].grad.double(), y[key].grad, rtol=1e-4, atol=1e-4, msg=key)
