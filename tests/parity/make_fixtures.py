@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +61,7 @@ OFFICIAL = {
     "dualad_he": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "mambaad": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
+    "mambaad_training": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
 }
 # the protocol preset each method names (conf/method/<name>.yaml), recorded with its fixtures
 PROTOCOLS = {
@@ -68,6 +70,7 @@ PROTOCOLS = {
     "dualad_he": "dualad224",
     "dualad_ho": "dualad224",
     "mambaad": "mambaad256",
+    "mambaad_training": "mambaad256",
 }
 # the framework MambaAD's model file plugs into
 ADER = ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402")
@@ -80,7 +83,7 @@ DINOMALY_SIZES = {
 }
 BACKBONES = {"dinomaly": tuple(DINOMALY_SIZES), "uniad": ("effb4",), "dualad_he": ("wres50",)}
 BACKBONES["dualad_ho"] = BACKBONES["dualad_he"]
-BACKBONES["mambaad"] = ("res34",)
+BACKBONES["mambaad"] = BACKBONES["mambaad_training"] = ("res34",)
 SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
 
 
@@ -313,10 +316,11 @@ def dualad_ho(official: Path, backbone: str) -> dict:
 
 
 def _reference_scan(mamba_ssm: Path | None) -> None:
-    """Make mamba_ssm's `selective_scan_fn` its pure-PyTorch `selective_scan_ref`, before the official model
-    file imports it. Without an installed package, the package's modules are read from the sdist at
-    `mamba_ssm` without running its __init__ (which imports the language models) and with an empty stand-in
-    for the compiled `selective_scan_cuda`, which the reference never calls."""
+    """Make mamba_ssm's `selective_scan_fn` its pure-PyTorch `selective_scan_ref` (under activation
+    checkpointing), before the official model file imports it. Without an installed package, the package's
+    modules are read from the sdist at `mamba_ssm` without running its __init__ (which imports the language
+    models) and with an empty stand-in for the compiled `selective_scan_cuda`, which the reference never
+    calls."""
     try:
         import mamba_ssm.ops.selective_scan_interface as interface
     except ImportError:
@@ -329,7 +333,10 @@ def _reference_scan(mamba_ssm: Path | None) -> None:
         sys.modules["mamba_ssm"] = package
         sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
         import mamba_ssm.ops.selective_scan_interface as interface
-    interface.selective_scan_fn = interface.selective_scan_ref
+    reference = interface.selective_scan_ref
+    # the same function, recomputed in the backward pass: its 4,096-step autograd graphs would hold ~1 GB
+    # per call (gigabytes per forward pass), more than a shared CPU machine has
+    interface.selective_scan_fn = partial(torch.utils.checkpoint.checkpoint, reference, use_reentrant=False)
 
 
 def mambaad_model(official: Path, ader: Path, mamba_ssm: Path | None) -> torch.nn.Module:
@@ -352,6 +359,14 @@ def mambaad_model(official: Path, ader: Path, mamba_ssm: Path | None) -> torch.n
     model = module.MAMBAAD(model_t, dict(depths_decoder=[3, 4, 6, 3], scan_type="hilbert", num_direction=8))
     model.scan_class = module.HSCANS
     return model
+
+
+def _ader_optim_names() -> None:
+    """ADer's optim module imports `Nadam` and `RAdam`, which timm 1.0 renamed; its AdamW recipe uses
+    neither, so they are set to None where missing."""
+    for name, cls in [("nadam", "Nadam"), ("radam", "RAdam")]:
+        module = importlib.import_module(f"timm.optim.{name}")
+        setattr(module, cls, getattr(module, cls, None))
 
 
 def _ader_input(names: list[str]) -> torch.Tensor:
@@ -377,19 +392,9 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -> dict:
     """MambaAD with the official MVTec model at 256 px: features, reconstruction, ADer's anomaly map (mean
     of per-level 1 - cos, Gaussian sigma 4) and image score (its max), the L2Loss x 5 and the gradient norm
-    of every trainable tensor on one image (eval mode); then three steps of the ADer recipe (AdamW lr 0.005,
-    weight decay 1e-4 but not on 1-D tensors and biases, gradient norm clipped at 5) in train mode on two
-    images with the drop-path rate set to 0 (stochastic depth draws random numbers that no other program
-    can replay), and the parameters after them."""
+    of every trainable tensor on one image (eval mode), the parameter counts, the scan orders."""
     model = mambaad_model(official, ader, mamba_ssm)  # puts ADer on sys.path
-    # ADer's optim module imports `Nadam` and `RAdam`, which timm 1.0 renamed; its AdamW recipe uses neither
-    for name, cls in [("nadam", "Nadam"), ("radam", "RAdam")]:
-        module = importlib.import_module(f"timm.optim.{name}")
-        setattr(module, cls, getattr(module, cls, None))
     from loss.base_loss import L2Loss
-    from optim import get_optim
-    from timm.layers import DropPath
-    from timm.utils import dispatch_clip_grad
     from util.metric import Evaluator
 
     rebuild = fill(model)
@@ -434,7 +439,31 @@ def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -
         "grad_norms": grads,
     }
 
-    model.zero_grad()
+    return {
+        "config": {"method": "mambaad", "backbone": "res34", "protocol": PROTOCOLS["mambaad"]},
+        "ader": {"repo": ADER[0], "commit": ADER[1]},
+        **rebuild,
+        "scan_indices": {"keys": scan_keys, "by_length": scans},
+        "scan_orders": orders,
+        "parameter_counts": counts,
+        "input": summary(image),
+        "outputs": outputs,
+    }
+
+
+def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -> dict:
+    """Three steps of the ADer recipe (AdamW lr 0.005, weight decay 1e-4 but not on 1-D tensors and biases,
+    gradient norm clipped at 5) on the seeded official MambaAD, in train mode on one training image with the
+    drop-path rate set to 0 (stochastic depth draws random numbers that no other program can replay): the
+    losses and the parameters after them. Its own fixture, so that it can be made beside `mambaad`."""
+    model = mambaad_model(official, ader, mamba_ssm)
+    _ader_optim_names()
+    from loss.base_loss import L2Loss
+    from optim import get_optim
+    from timm.layers import DropPath
+    from timm.utils import dispatch_clip_grad
+
+    fill(model)
     for m in model.modules():
         if isinstance(m, DropPath):
             m.drop_prob = 0.0
@@ -442,7 +471,8 @@ def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -
     optimizer = get_optim(
         dict(name="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4, amsgrad=False), model, lr=0.005
     )
-    batch = _ader_input([IMAGE, TRAIN_IMAGE])
+    criterion = L2Loss(lam=5.0)
+    batch = _ader_input([TRAIN_IMAGE])
     losses = []
     for _ in range(3):
         optimizer.zero_grad()
@@ -455,18 +485,10 @@ def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -
     return {
         "config": {"method": "mambaad", "backbone": "res34", "protocol": PROTOCOLS["mambaad"]},
         "ader": {"repo": ADER[0], "commit": ADER[1]},
-        **rebuild,
-        "scan_indices": {"keys": scan_keys, "by_length": scans},
-        "scan_orders": orders,
-        "parameter_counts": counts,
-        "input": summary(image),
-        "outputs": outputs,
-        "training": {
-            "images": [IMAGE, TRAIN_IMAGE],
-            "input": summary(batch),
-            "losses": losses,
-            "parameters": {k: summary(p, samples=8) for k, p in _trainable(model).items()},
-        },
+        "images": [TRAIN_IMAGE],
+        "input": summary(batch),
+        "losses": losses,
+        "parameters": {k: summary(p, samples=8) for k, p in _trainable(model).items()},
     }
 
 
@@ -486,7 +508,11 @@ def main() -> None:
     if backbone not in BACKBONES[args.method]:
         parser.error(f"--backbone for {args.method}: one of {BACKBONES[args.method]}")
     name = args.method if backbone == BACKBONES[args.method][0] else f"{args.method}_{backbone}"
-    extra = {"ader": args.ader.resolve(), "mamba_ssm": args.mamba_ssm} if args.method == "mambaad" else {}
+    extra = (
+        {"ader": args.ader.resolve(), "mamba_ssm": args.mamba_ssm}
+        if args.method.startswith("mambaad")
+        else {}
+    )
     record = globals()[args.method](args.official.resolve(), backbone, **extra)
     repo, commit = OFFICIAL[args.method]
     record = {
@@ -500,8 +526,13 @@ def main() -> None:
         np.save(args.out / f"{name}_{key}.npy", array.astype(np.float32))
     path = args.out / f"{name}.json"
     path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
-    print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, image score {record['outputs']['image_score']:.6g}")
-    assert math.isfinite(record["outputs"]["image_score"])
+    label, value = (
+        ("image score", record["outputs"]["image_score"])
+        if "outputs" in record
+        else ("loss", record["losses"][-1])
+    )
+    print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, {label} {value:.6g}")
+    assert math.isfinite(value)
 
 
 if __name__ == "__main__":

@@ -92,19 +92,17 @@ def linear_recurrence(log_decay: Tensor, inputs: Tensor, T: int) -> Tensor:
     log_decay = log_decay.reshape(*lead, chunks, T, n)
     inputs = inputs.reshape(*lead, chunks, T, n)
     decay = log_decay.exp()
-    state = inputs[..., 0, :]  # (1) within each chunk from a zero state, all chunks at once
-    local = [state]
+    local = torch.empty_like(inputs)  # (1) within each chunk from a zero state, all chunks at once
+    local[..., 0, :] = inputs[..., 0, :]
     for t in range(1, T):
-        state = decay[..., t, :] * state + inputs[..., t, :]
-        local.append(state)
-    local_states = torch.stack(local, dim=-2)  # (..., c, T, N)
+        torch.addcmul(inputs[..., t, :], decay[..., t, :], local[..., t - 1, :], out=local[..., t, :])
     cumulative = log_decay.cumsum(dim=-2)  # (2) log-decay from each chunk's start, <= 0
     chunk_decay = cumulative[..., -1, :].exp()  # (..., c, N)
-    entering = [torch.zeros_like(state[..., 0, :])]
+    entering = torch.zeros_like(local[..., 0, :])  # (..., c, N): the state entering each chunk
     for c in range(1, chunks):
-        entering.append(chunk_decay[..., c - 1, :] * entering[-1] + local_states[..., c - 1, -1, :])
-    entering_states = torch.stack(entering, dim=-2)  # (..., c, N)
-    states = local_states + cumulative.exp() * entering_states[..., None, :]  # (3)
+        torch.addcmul(local[..., c - 1, -1, :], chunk_decay[..., c - 1, :], entering[..., c - 1, :],
+                      out=entering[..., c, :])  # fmt: skip
+    states = cumulative.exp_().mul_(entering[..., None, :]).add_(local)  # (3), (..., c, T, N)
     return states.reshape(*lead, length, n)
 
 
