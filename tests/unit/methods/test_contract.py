@@ -23,6 +23,9 @@ VIT = "dinov2_vits14_reg"
 CNN_ONLY = {  # method -> why it needs a CNN
     "mambaad": "its fusion and Mamba decoder mirror the stride-4/8/16 stages of a CNN",
 }
+SMALL = {  # method -> its cheapest size settings, to keep the test fast (the real sizes: its own tests)
+    "mambaad": {"depths": [2, 2, 2, 2], "directions": 2},
+}
 CASES = [(m, b) for m in METHODS for b in sorted(BACKBONES) if not (b == VIT and m in CNN_ONLY)]
 
 
@@ -38,6 +41,8 @@ def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
     )
     if "neighbor_size" in cfg.method.model:
         cfg.method.model.neighbor_size = 3
+    for key, value in SMALL.get(method, {}).items():
+        cfg.method.model[key] = value
     torch.manual_seed(0)  # the same random encoder in every build, as pretrained weights would be
     encoder = builders.build_encoder(cfg, builders.build_protocol(cfg))
     torch.manual_seed(net_seed)
