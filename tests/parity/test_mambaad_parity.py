@@ -15,6 +15,7 @@ goes through our input pipeline and protocol (mambaad256).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from tests.conftest import REALDATA, compose_config
 from tests.parity.seeded import seeded_state
 from tests.parity.test_official_parity import assert_matches
 from uad.builders import build_module, build_protocol
-from uad.official import load_official, trainable_state
+from uad.official import OfficialCheckpointError, load_official, trainable_state
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
 FIXTURE, TRAINING = FIXTURES / "mambaad.json", FIXTURES / "mambaad_training.json"
@@ -132,3 +133,23 @@ def test_three_steps_of_the_ader_recipe_give_the_official_parameters(tmp_path):
     params = dict(net.named_parameters())
     for key, name in ours(training["parameters"]).items():
         assert_matches(params[name], training["parameters"][key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ader_layout_and_a_wrong_scan(tmp_path):
+    """ADer's copy of the model names the 7 x 7 branch's 1 x 1 convolutions `conv1b3` / `conv1a3` and
+    carries a 3 x 3 branch it never uses: its net.pth (a bare state dict) loads to the same network. A file
+    whose scan orders are not the configured scan is refused."""
+    _, module, cfg = load(tmp_path)
+    state = torch.load(tmp_path / "ckpt.pth", weights_only=True)["net"]
+    ader = {re.sub(r"\.conv1(b|a)7\.", r".conv1\g<1>3.", k): v for k, v in state.items()}
+    for key in [k for k in ader if k.endswith(".conv1b3.0.weight")]:
+        dim = ader[key].shape[0]
+        ader[key.replace("conv1b3.0", "conv33.0")] = torch.randn(dim, 1, 3, 3)
+    torch.save(ader, tmp_path / "net.pth")
+    ader_module, _ = load_official(tmp_path / "net.pth", cfg)
+    for key, value in module.net.trainable_state_dict().items():
+        assert torch.equal(ader_module.net.trainable_state_dict()[key], value), key
+    cfg.method.model.scan = "zigzag"
+    with pytest.raises(OfficialCheckpointError, match="is not the zigzag scan"):
+        load_official(tmp_path / "net.pth", cfg)
