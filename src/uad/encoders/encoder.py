@@ -76,7 +76,8 @@ class Encoder(nn.Module):
                 self.weights_source = _source(path)
                 with torch.device("meta"):
                     full = timm.create_model(spec.timm_name, pretrained=False)
-                state = match_keys(read_state_dict(path, spec), full, f"weights '{self.weights_source}'")
+                source, needed = f"weights '{self.weights_source}'", set(net.state_dict())
+                state = match_keys(read_state_dict(path, spec), full, source, needed)
                 load_into(net, state, f"weights '{self.weights_source}'")
         if isinstance(net, EfficientNetFeatures):  # it runs every block; keep those up to the last tap
             last = net.feature_info.module_name()[-1]  # e.g. "blocks.4"
