@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow test-all lint bench clean
+.PHONY: setup demo test test-slow test-all lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -33,9 +33,17 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests bench run.py
 	$(PY) -m ruff format --check src tests bench run.py
 
-## Speed and memory measurements; writes bench/results.md naming the machine.
+## Speed and memory measurements; writes bench/results.md naming the machine. The side-by-side rows against
+## the official code need their checkouts (never part of uad): `make bench OFFICIAL=/path/to/checkouts`, a
+## folder holding UniAD/ (zhiyuanyou/UniAD), Dinomaly/ (guojiajeremy/Dinomaly) and DualAD/ (cyhaan/DualAD).
+OFFICIAL ?= $(UAD_OFFICIAL_DIR)
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	UAD_OFFICIAL_DIR=$(OFFICIAL) $(PY) bench/run_all.py
+
+## On a CUDA machine: each recipe's steps (cache, bf16, compile, official step, DDP) into bench/results.md
+## within ~8 minutes; without a GPU one line, exit 0.
+gpu-check: $(STAMP)
+	UAD_OFFICIAL_DIR=$(OFFICIAL) $(PY) bench/gpu_check.py
 
 clean:
 	rm -rf outputs multirun .pytest_cache .ruff_cache

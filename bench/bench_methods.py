@@ -1,5 +1,12 @@
 """Every method at its paper resolution: trainable parameters, GFLOPs per image, and training and
-inference images/s of the whole model (frozen encoder included), with random weights and random images.
+inference images/s of the whole model (frozen encoder included), with random weights and random images;
+then how close each comes to this machine's limit: its fp32 matmul peak (GFLOP/s), the GFLOP/s each
+training step and evaluation forward reaches as a fraction of it, and the operators that take the step's
+time (torch.profiler, self time).
+
+FLOPs are counted on the forward (`mode=describe`, 2 per multiply-add); a training step is counted as the
+encoder's forward plus 3x the trainable part's (forward, and a backward of about twice the forward: the
+gradients of the inputs and of the weights; none flows into the frozen encoder).
 
 The cases are the paper pairings; a case whose method config is not in `conf/method/` is listed as absent.
 """
@@ -38,6 +45,39 @@ CASES = [
 CUDA = torch.cuda.is_available()
 BATCH = 16 if CUDA else 2
 STEPS = 20 if CUDA else 3
+PEAK_SIZE, PEAK_REPEATS = 2048, 10
+
+
+def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> tuple[float, float]:
+    """The machine's fp32 matmul rate: the best of `repeats` (size x size) @ (size x size) products, as
+    GFLOP per wall second and per CPU second of this process (2 size^3 FLOPs each); the best, because a
+    shared machine only ever slows a product down."""
+    device = torch.device("cuda" if CUDA else "cpu")
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best_wall = best_cpu = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        _sync()
+        start, cpu = time.perf_counter(), time.process_time()
+        torch.mm(a, b)
+        _sync()
+        best_wall = min(best_wall, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return 2 * size**3 / best_wall / 1e9, 2 * size**3 / max(best_cpu, 1e-9) / 1e9
+
+
+def top_ops(step, images: torch.Tensor, count: int = 3) -> str:
+    """The `count` operators with the most self time in one step, with their share of the step's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if CUDA else [])]
+    with profile(activities=activities) as prof:
+        step(images)
+        _sync()
+    events = prof.key_averages()
+    attr = "self_device_time_total" if CUDA else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:count]
+    return ", ".join(f"{e.key.removeprefix('aten::')} {100 * getattr(e, attr) / total:.0f}%" for e in top)
 
 
 def _sync() -> None:
@@ -45,14 +85,17 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _images_per_s(step, images: torch.Tensor) -> float:
+def _images_per_s(step, images: torch.Tensor) -> tuple[float, float]:
+    """Images per wall second, and per CPU second of this process (all threads: on a shared machine the
+    work done, whatever the other jobs take)."""
     step(images)  # warm-up: allocations, cuDNN autotuning, lazy buffers
     _sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(STEPS):
         step(images)
     _sync()
-    return STEPS * images.shape[0] / (time.perf_counter() - start)
+    count = STEPS * images.shape[0]
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
 def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
@@ -66,6 +109,7 @@ def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         with open_dict(cfg):
             cfg.paths.output_dir = tmp
+            cfg.paths.root_dir = str(ROOT)  # no Hydra run: its `${hydra:...}` paths are set by hand
         info = describe(cfg, Path(tmp))
 
     device = torch.device("cuda" if CUDA else "cpu")
@@ -87,14 +131,26 @@ def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
         model(x)
 
     model.train()
-    train_ips = _images_per_s(train_step, images)
+    train_ips, train_cpu = _images_per_s(train_step, images)
+    train_ops = top_ops(train_step, images)
     model.eval()
-    infer_ips = _images_per_s(infer_step, images)
-    return {**info, "train_ips": train_ips, "infer_ips": infer_ips}
+    infer_ips, infer_cpu = _images_per_s(infer_step, images)
+    infer_ops = top_ops(infer_step, images)
+    train_gflop = 2 * info["gmacs_encoder"] + 3 * 2 * info["gmacs_trainable"]
+    return {
+        **info,
+        "train_ips": train_ips,
+        "infer_ips": infer_ips,
+        "train_gflops": (train_gflop * train_ips, train_gflop * train_cpu),  # per wall s, per CPU s
+        "infer_gflops": (info["gflops"] * infer_ips, info["gflops"] * infer_cpu),
+        "train_ops": train_ops,
+        "infer_ops": infer_ops,
+    }
 
 
 def main() -> None:
     torch.manual_seed(0)
+    peaks = [matmul_peak_gflops()]
     print("## Methods: parameters, FLOPs and throughput\n")
     print(
         f"Command: `python bench/bench_methods.py`. Random weights and images, batch {BATCH}, "
@@ -105,16 +161,56 @@ def main() -> None:
     header = ["method", "backbone", "input", "trainable params", "GFLOPs (encoder + rest)", "train img/s"]
     print("| " + " | ".join([*header, "infer img/s"]) + " |")
     print("|---|---|---|---|---|---|---|")
+    rows = []
+    only = set(sys.argv[1:])  # e.g. `bench_methods.py dualad_he:wres50`: those cases only
     for method, backbone, extra in CASES:
+        if only and f"{method}:{backbone}" not in only:
+            continue
         row = measure(method, backbone, extra)
+        rows.append((method, backbone, row))
         if row is None:
             print(f"| {method} | {backbone} | | (no `conf/method/{method}.yaml`) | | | |")
             continue
         print(
             f"| {method} | {backbone} | {row['input_size']} | {row['trainable_params']:,} | "
             f"{row['gflops']:.2f} ({2 * row['gmacs_encoder']:.2f} + {2 * row['gmacs_trainable']:.2f}) | "
-            f"{row['train_ips']:.1f} | {row['infer_ips']:.1f} |",
+            f"{row['train_ips']:.3g} | {row['infer_ips']:.3g} |",
             flush=True,
+        )
+    peaks.append(matmul_peak_gflops())
+    print_limit(rows, peaks)
+
+
+def _reached(gflops: tuple[float, float], peak_wall: float, peak_cpu: float) -> str:
+    wall, cpu = gflops
+    return f"{wall:.1f} ({wall / peak_wall:.0%}) / {cpu:.1f} ({cpu / peak_cpu:.0%})"
+
+
+def print_limit(rows: list, peaks: list[tuple[float, float]]) -> None:
+    peak_wall, peak_cpu = max(p[0] for p in peaks), max(p[1] for p in peaks)
+    print("\n### The limit: fraction of this machine's fp32 matmul peak\n")
+    print(
+        f"Peak: {peak_wall:.0f} GFLOP/s (wall) and {peak_cpu:.0f} GFLOP per CPU second, the best of "
+        f"{PEAK_REPEATS} fp32 {PEAK_SIZE}x{PEAK_SIZE} matmuls with {torch.get_num_threads()} threads, "
+        f"measured before and after the cases ({', '.join(f'{w:.0f}/{c:.0f}' for w, c in peaks)}). "
+        "Reached = GFLOPs per image x images per wall second (per CPU second) over the timed steps; a "
+        "training step counts the encoder's forward + 3x the trainable part's. Each cell: wall GFLOP/s "
+        "(% of the wall peak) / GFLOP per CPU s (% of the CPU-second peak); on a shared machine the "
+        "CPU-second fraction is the one that holds. Top operators: self time in one profiled step "
+        "(`torch.profiler`).\n"
+    )
+    print(
+        "| method | backbone | training step reached | evaluation forward reached "
+        "| training top ops | evaluation top ops |"
+    )
+    print("|---|---|---|---|---|---|")
+    for method, backbone, row in rows:
+        if row is None:
+            continue
+        print(
+            f"| {method} | {backbone} | {_reached(row['train_gflops'], peak_wall, peak_cpu)} | "
+            f"{_reached(row['infer_gflops'], peak_wall, peak_cpu)} | "
+            f"{row['train_ops']} | {row['infer_ops']} |"
         )
 
 

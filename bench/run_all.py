@@ -20,6 +20,15 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from uad.utils.io import write_text  # noqa: E402
 
+RESULTS = HERE / "results.md"
+KEPT = "<!-- make bench keeps what follows (hand-measured, make gpu-check) and rewrites what is above -->"
+
+
+def kept_sections() -> list[str]:
+    """The part of results.md below the KEPT line: measurements no bench_*.py makes."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    return [KEPT, text.partition(KEPT)[2].strip("\n"), ""]
+
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
@@ -66,8 +75,8 @@ def main() -> int:
         else:
             sections += [proc.stdout.strip(), "", f"_{script.name} took {took:.0f} s._", ""]
         print(proc.stdout[-2000:] if not proc.returncode else proc.stderr[-2000:], flush=True)
-    write_text(HERE / "results.md", "\n".join(sections) + "\n")
-    print(f"wrote {HERE / 'results.md'}")
+    write_text(RESULTS, "\n".join([*sections, *kept_sections()]))
+    print(f"wrote {RESULTS}")
     return 1 if failed else 0
 
 

@@ -191,6 +191,7 @@ def _unreadable(path: Path, err: Exception) -> str:
         what = f"not a torch checkpoint (it starts with {head!r})"
     detail = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(err))  # past torch's advice to unpickle
     reason = detail.group(1) if detail else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    reason = reason.split(". ")[0]  # torch's first sentence; the rest is advice
     return f"checkpoint '{path}' ({size} bytes) is {what}: {reason}; copy or save it again"
 
 
@@ -245,7 +246,7 @@ def saved_names(saved: dict[str, Any], path: str | Path) -> dict[str, str]:
         name = entry.get("name") if isinstance(entry, dict) else None
         if not isinstance(name, str) or name not in options(group):
             raise CheckpointError(
-                f"checkpoint '{path}': its {group} {name!r} is not one of conf/{group}/ "
+                f"checkpoint '{path}': its {group} {_short(name)} is not one of conf/{group}/ "
                 f"({', '.join(options(group))})"
             )
         names[group] = name
@@ -268,11 +269,18 @@ def compose_named(overrides: list[str]) -> DictConfig:
         restore_gh_from_backup(backup)
 
 
+def _short(value: Any) -> str:
+    """A value from a file, as it reads in one error line (cut at 80 characters)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _holds_hydra_key(value: Any) -> str | None:
+    """The first Hydra key (`_target_: ...`) anywhere in `value`, or None."""
     if isinstance(value, dict):
         for key, item in value.items():
             if key in HYDRA_KEYS:
-                return f"{key}: {item!r}"
+                return f"{key}: {_short(item)}"
             found = _holds_hydra_key(item)
             if found:
                 return found
@@ -313,8 +321,9 @@ def checked_values(value: Any, conf: Any, key: str, source: str) -> Any:
             if name in HYDRA_KEYS or (isinstance(name, str) and name.startswith("_") and name.endswith("_")):
                 if name not in conf or item != conf[name]:
                     raise CheckpointError(
-                        f"{source}: its config sets {sub}={item!r}, which names code to run; a checkpoint's "
-                        f"config may only hold values (conf/ has {conf.get(name)!r}), so it is refused"
+                        f"{source}: its config sets {sub}={_short(item)}, which names code to run; a "
+                        f"checkpoint's config may only hold values (conf/ has {conf.get(name)!r}), so it is "
+                        "refused"
                     )
                 continue
             if name not in conf:
@@ -334,8 +343,8 @@ def checked_values(value: Any, conf: Any, key: str, source: str) -> Any:
         )
     if not _plain(value) or not _same_kind(value, conf):
         raise CheckpointError(
-            f"{source}: its config sets {key}={value!r} where conf/ has {conf!r}; a checkpoint's config may "
-            "only hold numbers, strings, booleans and lists of them, of the kind conf/ has"
+            f"{source}: its config sets {key}={_short(value)} where conf/ has {conf!r}; a checkpoint's "
+            "config may only hold numbers, strings, booleans and lists of them, of the kind conf/ has"
         )
     return list(value) if isinstance(value, tuple) else value
 

@@ -4,8 +4,9 @@ with their error. Built at the end of every multirun (the Hydra callback below) 
     python -m uad.leaderboard outputs/multiruns/<date>_<time>
 
 Writes into the sweep folder (atomically): `leaderboard.csv` (one row per run and class, `mean` included),
-`leaderboard.md` (mean metrics per run, best I-AUROC first, then the failed runs) and `leaderboard.png`
-(heat maps of I-AUROC, P-AUROC and AUPRO per run and class).
+`leaderboard.md` (mean metrics per run, best I-AUROC first, then the failed runs), `leaderboard.png`
+(heat maps of I-AUROC, P-AUROC and AUPRO per run and class) and `leaderboard.html` (the heat map, a sortable
+table linking each run's report.html, the failed runs with their reason; uad.report).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uad.loggers import log_leaderboard
 from uad.metrics.functional import METRIC_NAMES
+from uad.report.leaderboard_page import leaderboard_page
 from uad.runstatus import ERROR_FILE, STATUS_FILE, read_status
 from uad.utils.io import atomic_write, write_text
 from uad.utils.logging import get_logger
@@ -227,6 +229,9 @@ def build_leaderboard(sweep_dir: str | Path) -> dict[str, Any]:
         "md": write_text(sweep_dir / "leaderboard.md", to_markdown(runs, sweep_dir)),
         "png": write_heatmap(runs, sweep_dir / "leaderboard.png"),
     }
+    paths["html"] = write_text(
+        sweep_dir / "leaderboard.html", leaderboard_page(runs, sweep_dir, paths["png"])
+    )
     failed = [r for r in runs if r.status == "failed"]
     log.info("leaderboard of %d runs (%d failed) -> %s", len(runs), len(failed), sweep_dir / "leaderboard.md")
     for run in failed:

@@ -3,40 +3,20 @@ trains and evaluates (one model for all classes, or one per class with `dataset.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from uad.builders import (
-    attach_feature_cache,
-    build_datamodule,
-    build_encoder,
-    build_module,
-    build_net,
-    build_protocol,
-    build_trainer,
-)
-from uad.callbacks.evaluation import Evaluator
-from uad.callbacks.rng import RngState
-from uad.callbacks.selection import build_selection
-from uad.callbacks.throughput import Throughput
-from uad.describe import describe
-from uad.evaluate import evaluate
-from uad.export import export
-from uad.loggers import finish_wandb
-from uad.metrics.protocol import EvalProtocol
-from uad.predict import predict
-from uad.provenance import run_info
-from uad.results import merge_results, print_table, write_results
 from uad.runstatus import RunStatus
-from uad.thresholds import Calibrator
 from uad.utils.hydra_job import ddp_children_run_this_job, multirun_job, pin_job_device, uses_script_ddp
 from uad.utils.io import write_text
-from uad.utils.logging import get_logger
+from uad.utils.logging import get_logger, rank_zero_only
+
+if TYPE_CHECKING:
+    from uad.metrics.protocol import EvalProtocol
 
 log = get_logger(__name__)
 MODES = ("train", "describe", "eval", "predict", "export")
@@ -46,6 +26,24 @@ def fit_and_test(
     cfg: DictConfig, protocol: EvalProtocol, output_dir: Path, classes: list[str] | None = None
 ) -> dict[str, Any] | None:
     """Train one model on the good images of `classes` (all when None), then evaluate it per class."""
+    import lightning as L  # here, not at the top: `run.py` starts (and reports a bad config) at torch's cost
+
+    from uad.builders import (
+        attach_feature_cache,
+        build_datamodule,
+        build_encoder,
+        build_module,
+        build_net,
+        build_trainer,
+    )
+    from uad.callbacks.evaluation import Evaluator
+    from uad.callbacks.rng import RngState
+    from uad.callbacks.selection import build_selection
+    from uad.callbacks.throughput import Throughput
+    from uad.provenance import run_info
+    from uad.results import write_results
+    from uad.thresholds import Calibrator
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, protocol, classes)
@@ -70,6 +68,9 @@ def fit_and_test(
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
+    from uad.builders import build_datamodule, build_protocol
+    from uad.results import merge_results, print_table, write_results
+
     protocol = build_protocol(cfg)
     if cfg.dataset.setting != "separate":
         return fit_and_test(cfg, protocol, output_dir, cfg.dataset.get("classes"))
@@ -116,16 +117,30 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         if is_rank_zero:
             write_text(output_dir / "config_resolved.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         if cfg.mode == "describe":
+            from uad.describe import describe
+
             result = describe(cfg, output_dir)
         elif cfg.mode == "eval":
+            from uad.evaluate import evaluate
+
             result = evaluate(cfg, output_dir)
-        elif cfg.mode in ("predict", "export"):
-            result = (predict if cfg.mode == "predict" else export)(cfg, output_dir)
+        elif cfg.mode == "predict":
+            from uad.predict import predict
+
+            result = predict(cfg, output_dir)
+        elif cfg.mode == "export":
+            from uad.export import export
+
+            result = export(cfg, output_dir)
         else:
             if uses_script_ddp(cfg):
                 ddp_children_run_this_job(output_dir)
             log.info("%s / %s / %s -> %s", cfg.method.name, cfg.backbone.name, cfg.dataset.name, output_dir)
             result = train(cfg, output_dir)
+        if is_rank_zero and cfg.mode in ("train", "eval", "predict"):
+            from uad.report import write_report
+
+            write_report(output_dir, cfg.mode)  # report.html from the files just written (uad.report)
     except Exception as err:
         failed = True
         message = status.failed(err) if status else str(err)
@@ -134,7 +149,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         log.exception("job failed, the sweep goes on: %s (details in %s/error.txt)", message, output_dir)
         return None
     finally:
-        finish_wandb(failed)
+        if "wandb" in sys.modules:  # only a W&B logger imports it
+            from uad.loggers import finish_wandb
+
+            finish_wandb(failed)
     if status:
         status.finished()
     return result

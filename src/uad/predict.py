@@ -31,6 +31,7 @@ from uad.data.dataset import decode_image, pil_to_rgb
 from uad.data.samples import IMAGE_SUFFIXES, DatasetLayoutError
 from uad.inference import Scorer
 from uad.methods.base import UNKNOWN_CLASS
+from uad.report.evidence import PredictGallery
 from uad.thresholds import normalized_score
 from uad.utils.io import atomic_write, write_text
 from uad.utils.logging import get_logger
@@ -204,7 +205,8 @@ def output_name(path: Path, root: Path) -> str:
 
 def predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """`mode=predict`: score every image of `predict.input` with the model of `ckpt_path`; write
-    predictions.csv (+ overlays/, and maps/, masks/ with predict.save_maps=true) into `output_dir`."""
+    predictions.csv (+ overlays/, and maps/, masks/ with predict.save_maps=true) into `output_dir`,
+    and the gallery of report.html (report_data.npz)."""
     options = cfg.predict
     if not cfg.get("ckpt_path"):
         raise ValueError("mode=predict needs ckpt_path=<run folder>/checkpoints/last.ckpt")
@@ -230,6 +232,7 @@ def predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "predict.class '%s' is not a trained class %s: global thresholds", fixed_class, model.classes
         )
     rows: list[dict[str, Any]] = []
+    gallery = PredictGallery()  # the highest-scoring images, for report.html (uad.report)
     batch_size = int(options.get("batch_size") or 16)
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
         chunk, tensors = [], []
@@ -246,8 +249,10 @@ def predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         images = torch.stack(tensors)  # (B, 3, S, S)
         for image, prediction in zip(images, model.predict_tensors(images, names, [str(p) for p in chunk])):
             rows.append(_row(prediction))
+            gallery.add(prediction, image)
             _save_outputs(prediction, image, output_name(Path(prediction.path), root), output_dir, options)
     csv_path = write_text(output_dir / "predictions.csv", _csv(rows))
+    gallery.save(output_dir)
     errors = sum(bool(r.get("error")) for r in rows)
     anomalous = sum(r.get("decision") == "anomalous" for r in rows)
     log.info(

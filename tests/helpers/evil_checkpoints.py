@@ -130,7 +130,8 @@ def target_savetxt(folder: Path, marker: Path, cfg) -> Path:
 def target_torchload(folder: Path, marker: Path, cfg) -> Path:
     """Plain data only, but its config's model is `torch.load(weights_only=False)` of a payload file."""
     config = _saved_config(cfg)
-    inner = zip_pickle(folder, marker).rename(folder / "inner.pth")
+    inner = folder / "inner.pth"
+    torch.save({"evil": Payload(marker)}, inner)
     config["method"]["model"] = {"_target_": "torch.load", "f": str(inner), "weights_only": False}
     path = folder / "target_torchload.ckpt"
     torch.save({"state_dict": {}, CHECKPOINT_KEY: _uad_entry(config)}, path)

@@ -106,7 +106,7 @@ def test_every_dataset_names_a_registered_reader(tmp_path):
 
 
 def test_the_label_does_not_choose_the_reader(tmp_path):
-    from uad.pipeline import build_datamodule, build_protocol
+    from uad.builders import build_datamodule, build_protocol
 
     cfg = compose_config(
         ["dataset=mvtec", "dataset.name=my_mvtec_copy"], output_dir=tmp_path, data_dir=tmp_path

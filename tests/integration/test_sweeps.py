@@ -151,6 +151,8 @@ def test_two_by_two_multirun_gives_four_results_and_a_leaderboard(tmp_path, data
     assert len(table) == 4
     assert sum("effnet_lite1" in line and "bottleneck_dim=32" in line for line in table) == 1
     assert (sweep / "leaderboard.png").is_file()
+    page = (sweep / "leaderboard.html").read_text()  # links each run's report (Chromium: test_report_browser)
+    assert all(f'href="{job.name}/report.html"' in page and (job / "report.html").is_file() for job in jobs)
 
 
 @pytest.mark.slow

@@ -96,7 +96,9 @@ REAL = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(REAL))
-def test_a_real_last_ckpt_evaluates_as_its_training_run(method, tmp_path, data_dir):
+def test_a_real_last_ckpt_evaluates_as_its_training_run(method, tmp_path, data_dir, image):
+    """A real last.ckpt evaluates as its training run and predicts through run.py (whose own Hydra app is
+    put back after the checkpoint's groups are composed from conf/)."""
     tiny = ["debug=tiny", "dataset.classes=[weave]"]
     train = [*tiny, "callbacks=default", "~callbacks.progress", *REAL[method]]
     trained = pipeline.run(compose_config(train, output_dir=tmp_path / "run", data_dir=data_dir))
@@ -105,3 +107,8 @@ def test_a_real_last_ckpt_evaluates_as_its_training_run(method, tmp_path, data_d
     results = pipeline.run(compose_config(again, output_dir=tmp_path / "eval", data_dir=data_dir))
     assert results["per_class"] == trained["per_class"]
     assert results["run"]["evaluated_checkpoint"]["layout"] == "uad"
+    (tmp_path / "pred").mkdir()
+    proc = run_py("mode=predict", f"ckpt_path={ckpt}", f"predict.input={image}", cwd=tmp_path / "pred")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = (tmp_path / "pred" / "run" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 2  # the header and the image

@@ -1,5 +1,8 @@
-"""Lightning callbacks: evaluation (metrics and results files) and visualisation."""
+"""Lightning callbacks: evaluation (metrics and results files) and visualisation (imported on first use:
+`uad.utils.lazy`)."""
 
-from uad.callbacks.evaluation import Evaluator
+from uad.utils.lazy import lazy_exports
 
-__all__ = ["Evaluator"]
+_EXPORTS = {"Evaluator": "uad.callbacks.evaluation"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

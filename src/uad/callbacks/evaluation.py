@@ -34,6 +34,7 @@ from uad.metrics.functional import (
 from uad.metrics.protocol import EvalProtocol
 from uad.metrics.records import EvalRecords
 from uad.metrics.stateful import ImageMetrics, PixelMetrics
+from uad.report.evidence import record_evaluation
 from uad.results import build_results, class_mean, print_table, write_results
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
@@ -149,6 +150,8 @@ class Evaluator(Callback):
         records = self._gathered(trainer)
         if trainer.is_global_zero and records is not None:
             self.results = self.evaluate(records, trainer)
+            if self.output_dir:  # what report.html shows beyond results.json (uad.report)
+                record_evaluation(self.output_dir, records, self.protocol.fpr_limit, trainer)
             if self.print_table:
                 print_table(self.results)
         self._reset()

@@ -1,19 +1,18 @@
-"""Data: dataset layouts, the synthetic generator, transforms and the one LightningDataModule."""
+"""Data: dataset layouts, the synthetic generator, transforms and the one LightningDataModule (imported on
+first use: `uad.utils.lazy`)."""
 
-from uad.data.datamodule import AnomalyDataModule
-from uad.data.dataset import AnomalyDataset
-from uad.data.readers import READERS, Splits, open_catalog
-from uad.data.samples import DatasetLayoutError, Sample
-from uad.data.synthetic import SyntheticSpec, ensure_synthetic
+from uad.utils.lazy import lazy_exports
 
-__all__ = [
-    "READERS",
-    "AnomalyDataModule",
-    "AnomalyDataset",
-    "DatasetLayoutError",
-    "Sample",
-    "Splits",
-    "SyntheticSpec",
-    "ensure_synthetic",
-    "open_catalog",
-]
+_EXPORTS = {
+    "AnomalyDataModule": "uad.data.datamodule",
+    "AnomalyDataset": "uad.data.dataset",
+    "READERS": "uad.data.readers",
+    "Splits": "uad.data.readers",
+    "open_catalog": "uad.data.readers",
+    "DatasetLayoutError": "uad.data.samples",
+    "Sample": "uad.data.samples",
+    "SyntheticSpec": "uad.data.synthetic",
+    "ensure_synthetic": "uad.data.synthetic",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

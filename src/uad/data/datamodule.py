@@ -17,7 +17,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from uad.data.dataset import AnomalyDataset, check_images
-from uad.data.feature_cache import CachedTrainSet, FeatureCache
+from uad.data.feature_cache import CachedTrainLoader, CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
 from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
@@ -230,8 +230,9 @@ class AnomalyDataModule(LightningDataModule):
         batch_size: int,
         drop_last: bool = False,
         persistent: bool = True,
+        cls: type[DataLoader] = DataLoader,
     ):
-        return DataLoader(
+        return cls(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
@@ -245,9 +246,9 @@ class AnomalyDataModule(LightningDataModule):
         drop_last = self.drop_last
         if self.feature_cache is None:
             return self._loader(self.train_set, True, self.batch_size, drop_last)
-        # fresh workers each epoch, so that they see when the cache is full and stop decoding
+        # no persistent workers: they would not see the cache fill; once full, epochs run in-process
         cached = CachedTrainSet(self.train_set, self.feature_cache)
-        return self._loader(cached, True, self.batch_size, drop_last, persistent=False)
+        return self._loader(cached, True, self.batch_size, drop_last, persistent=False, cls=CachedTrainLoader)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False, self.eval_batch_size)

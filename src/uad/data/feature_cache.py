@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from uad.utils.logging import get_logger
 
@@ -211,3 +211,17 @@ class CachedTrainSet(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"index": index} if self.cache.full else self.dataset[index]
+
+
+class CachedTrainLoader(DataLoader):
+    """The training loader over a `CachedTrainSet`: its workers decode and encode the first epoch; once the
+    cache is full an epoch yields indices only, so it runs in this process and starts no workers (their
+    start-up would be all the loader's cost). The same batch sampler draws the order, and a one-process
+    iterator draws the same random numbers as a multi-process one, so the batches are those a loader with
+    workers would give."""
+
+    def __iter__(self):
+        if self.num_workers == 0 or not self.dataset.cache.full:
+            return super().__iter__()
+        sampler, collate, generator = self.batch_sampler, self.collate_fn, self.generator
+        return iter(DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate, generator=generator))

@@ -1,26 +1,11 @@
-"""Exact per-class anomaly-detection metrics, their torchmetrics classes, and the evaluation protocol."""
+"""Exact per-class anomaly-detection metrics, their torchmetrics classes, and the evaluation protocol
+(imported on first use: `uad.utils.lazy`)."""
 
-from uad.metrics.functional import (
-    METRIC_NAMES,
-    SAMPLE_METRICS,
-    aupro,
-    aupro_thresholded,
-    compute_metrics,
-    flip_auroc,
-    pixel_metrics,
-    ranking_metrics,
-    sample_metrics,
-)
-from uad.metrics.protocol import EvalProtocol
-from uad.metrics.stateful import AUPRO, ImageMetrics, PixelMetrics
+from uad.utils.lazy import lazy_exports
 
-__all__ = [
-    "AUPRO",
+_FUNCTIONAL = (
     "METRIC_NAMES",
     "SAMPLE_METRICS",
-    "EvalProtocol",
-    "ImageMetrics",
-    "PixelMetrics",
     "aupro",
     "aupro_thresholded",
     "compute_metrics",
@@ -28,4 +13,11 @@ __all__ = [
     "pixel_metrics",
     "ranking_metrics",
     "sample_metrics",
-]
+)
+_EXPORTS = {
+    **dict.fromkeys(_FUNCTIONAL, "uad.metrics.functional"),
+    "EvalProtocol": "uad.metrics.protocol",
+    **dict.fromkeys(("AUPRO", "ImageMetrics", "PixelMetrics"), "uad.metrics.stateful"),
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

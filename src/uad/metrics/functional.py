@@ -246,14 +246,39 @@ def pixel_metrics(
         anomaly_maps.flatten(), labelled.flatten().to(device), weights.to(device), bins, "pixel metrics"
     )
     auroc, ap, f1 = _curve_metrics(g)
-    # the PRO curve's corners: entering and leaving each group with positives; flat stretches between
+    fpr, pro = _pro_points(g, regions)
+    return {"P-AUROC": auroc, "P-AP": ap, "P-F1max": f1, "AUPRO": _integrate_pro(fpr, pro, fpr_limit)}
+
+
+def _pro_points(g: _Groups, regions: int) -> tuple[Tensor, Tensor]:
+    """The PRO curve's corners (FPR, PRO), from (0, 0) to (1, 1): entering and leaving each group with
+    positives; the curve is flat between them."""
     fpr = torch.stack([g.fp_before, g.fp], 1).flatten().double() / g.negatives
     pro_before = torch.cat([g.pro.new_zeros(1), g.pro[:-1]])
     pro = torch.stack([pro_before, g.pro], 1).flatten() / regions
     zero, one = fpr.new_zeros(1), fpr.new_ones(1)
     fpr = torch.cat([zero, fpr.clamp(max=1.0), one, one])
     pro = torch.cat([zero, pro.clamp(max=1.0), pro[-1:].clamp(max=1.0), one])
-    return {"P-AUROC": auroc, "P-AP": ap, "P-F1max": f1, "AUPRO": _integrate_pro(fpr, pro, fpr_limit)}
+    return fpr, pro
+
+
+def pro_curve(anomaly_maps: Tensor, masks: Tensor, bins: int | None = None) -> tuple[Tensor, Tensor] | None:
+    """The per-region overlap curve of one class: (FPR, PRO) float64 from (0, 0) to (1, 1), the curve
+    AUPRO integrates (exact, or rank-space binned with `bins`); None where it is undefined (no defect
+    pixel, or no normal one)."""
+    anomaly_maps, masks = _checked_pixels(anomaly_maps, masks, "PRO curve")
+    positives = int(masks.sum())
+    if not positives or positives == masks.numel():
+        return None
+    labelled, weights = region_labels(masks)
+    g = _groups(
+        anomaly_maps.flatten(),
+        labelled.flatten().to(anomaly_maps.device),
+        weights.to(anomaly_maps.device),
+        bins,
+        "PRO curve",
+    )
+    return _pro_points(g, weights.numel() - 1)
 
 
 def linear_thresholds(anomaly_maps: Tensor, count: int) -> np.ndarray:

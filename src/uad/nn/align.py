@@ -33,14 +33,30 @@ def align_avgpool(features: Sequence[Tensor], strides: Sequence[int], target_str
     """DualAD's MFAA neck: nearest-upsample every level to the finest stride s_a = min(strides, target),
     concatenate, then average-pool with kernel = stride = target / s_a. Returns (B, sum C_l, H/16, W/16).
 
-    For levels finer than the target this is a plain average over each target cell; for levels at the
-    target stride it is the identity.
+    The pooling acts per channel, so each level is pooled on its own, and directly where its grid divides
+    evenly (`_pool_level`): a level at stride s averages (target / s)^2 cells instead of (target / s_a)^2
+    replicated copies. For WRes50 at 224 this skips building the (B, 1792, 56, 56) concatenation.
     """
     strides = list(strides)
     s_a = min(strides)
     if s_a > target_stride:
         raise ValueError(f"align_avgpool needs a level at stride <= {target_stride}; got strides {strides}")
-    size = features[strides.index(s_a)].shape[-2:]
-    ups = [f if s == s_a else F.interpolate(f, size=size, mode="nearest") for f, s in zip(features, strides)]
+    size = tuple(features[strides.index(s_a)].shape[-2:])
     k = target_stride // s_a
-    return F.avg_pool2d(torch.cat(ups, dim=1), kernel_size=k, stride=k)
+    return torch.cat([_pool_level(f, s // s_a, k, size) for f, s in zip(features, strides)], dim=1)
+
+
+def _pool_level(f: Tensor, r: int, k: int, size: tuple[int, int]) -> Tensor:
+    """One level's part of `align_avgpool`: nearest-upsampled by r to `size`, then k x k average-pooled.
+    When `size` is exactly r times the level's grid and r divides k (or k divides r), the same cells are
+    averaged over (k / r)^2 values instead of k^2 copies of them (or replicated r / k times), the same
+    mean up to float rounding; otherwise the two steps run as written."""
+    h, w = f.shape[-2:]
+    if (h * r, w * r) != size or (k % r and r % k):
+        up = f if (h, w) == size else F.interpolate(f, size=size, mode="nearest")
+        return F.avg_pool2d(up, kernel_size=k, stride=k)
+    if r == k:
+        return f
+    if r < k:
+        return F.avg_pool2d(f, kernel_size=k // r, stride=k // r)
+    return F.interpolate(f, scale_factor=r // k, mode="nearest")

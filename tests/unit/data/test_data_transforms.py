@@ -20,8 +20,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 from tests.conftest import compose_config
+from uad.builders import build_datamodule, build_protocol
 from uad.data.transforms import InputTransform
-from uad.pipeline import build_datamodule, build_protocol
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 HEIGHT, WIDTH = 483, 517  # odd, non-square: every resize shrinks or stretches unevenly

@@ -13,7 +13,7 @@ import torch
 from uad import builders, pipeline
 from uad.data import dataset as dataset_module
 from uad.data.datamodule import build_augment
-from uad.data.feature_cache import CachedTrainSet, FeatureCache
+from uad.data.feature_cache import CachedTrainLoader, CachedTrainSet, FeatureCache
 
 
 def _features(index: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -138,3 +138,30 @@ def test_float32_cache_trains_to_the_same_metrics_without_decoding_again(method,
     for name, value in plain["mean"].items():
         assert math.isclose(value, cached["mean"][name], abs_tol=1e-4), name
     assert cached["run"]["throughput"]["train_images_per_s"] > 0
+
+
+class _Images(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index: int) -> dict:
+        return {"index": index, "image": torch.full((3, 2, 2), float(index))}
+
+
+def test_cached_loader_starts_no_workers_once_the_cache_is_full():
+    """With workers the fill epoch runs in them; afterwards the index-only epochs run in this process and
+    give the batches (same order, from the same seed) a loader with workers gives."""
+    cache = FeatureCache("memory")
+    train = CachedTrainSet(_Images(), cache)
+    loader = CachedTrainLoader(train, batch_size=4, shuffle=True, num_workers=1)
+    assert type(iter(loader)).__name__ == "_MultiProcessingDataLoaderIter"  # filling: decoding in workers
+    _fill(cache, 6)
+    plain = torch.utils.data.DataLoader(train, batch_size=4, shuffle=True, num_workers=1)
+    torch.manual_seed(3)
+    in_process = iter(loader)
+    assert type(in_process).__name__ == "_SingleProcessDataLoaderIter"
+    got = [b["index"].tolist() for b in in_process]
+    torch.manual_seed(3)
+    expected = [b["index"].tolist() for b in plain]
+    assert got == expected and sorted(i for batch in got for i in batch) == list(range(6))
+    assert "image" not in next(iter(loader))
