@@ -21,7 +21,8 @@ autograd they would take gigabytes per block. So the scan is one autograd functi
 inputs, and the backward pass recomputes the states and runs the adjoint recurrence
 lambda_t = C_t dy_t + exp(delta_{t+1} A) lambda_{t+1} backwards in time with the same chunked scan, the way
 mamba_ssm's kernel recomputes them. Both passes work through (image, group) slices of at most _WORKSPACE
-state elements, so the working memory stays bounded whatever the batch.
+state elements, so the working memory stays bounded whatever the batch; each slice costs T + L / T Python
+steps (MambaAD's 64 x 64 level, 8 directions of 128 channels: 4 slices per image).
 """
 
 from __future__ import annotations
