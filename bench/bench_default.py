@@ -90,6 +90,7 @@ RUNS = {
     "uniad-lite0": Run(["method=uniad"], budget=600.0),
     "dualad_ho-lite0": Run(["method=dualad_ho"], budget=600.0),
     "featrec-lite0": Run(["method=featrec"], budget=600.0),
+    "rd4ad-lite0": Run(["method=rd4ad"], budget=600.0),
     "mambaad-lite0": Run(["method=mambaad"], budget=600.0),
 }
 

@@ -13,6 +13,7 @@ from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from uad.config_checks import check_input_size
 from uad.data.datamodule import AnomalyDataModule
 from uad.data.feature_cache import FeatureCache
 from uad.encoders import Encoder, get_spec
@@ -20,6 +21,7 @@ from uad.errors import UserError
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
 from uad.module import AnomalyModule
+from uad.utils.distributed import FrozenSafeDDPStrategy
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -50,6 +52,7 @@ def build_encoder(
     )
     if backbone.get("channels_last", False):
         encoder = encoder.to(memory_format=torch.channels_last)
+    check_input_size(protocol.input_size, max(encoder.strides), backbone.name)
     return encoder
 
 
@@ -123,8 +126,12 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
 
 
 def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[Callback]) -> Trainer:
+    """The Lightning Trainer of `cfg.trainer`; `strategy: ddp` runs as `FrozenSafeDDPStrategy`, so that a
+    memory-bank method (no trainable parameter) runs distributed too."""
+    strategy = {"strategy": FrozenSafeDDPStrategy()} if cfg.trainer.get("strategy") == "ddp" else {}
     trainer = instantiate(
         cfg.trainer,
+        **strategy,
         default_root_dir=str(output_dir),
         callbacks=[*callbacks, *_instantiate_group(cfg.get("callbacks"))],
         logger=_instantiate_group(cfg.get("logger")) or False,

@@ -26,8 +26,7 @@ def describe(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         features = net.extract(images)
     encoder_flops = counter.get_total_flops()
     if isinstance(net, MemoryBankNet):  # a bank of this one image's patches, so that the map can be shown
-        net.remember(features, torch.zeros(1, dtype=torch.long))
-        net.build_memory()
+        net.fit(features, torch.zeros(1, dtype=torch.long))
     with FlopCounterMode(display=False) as counter:
         output = net.reconstruct(features, tuple(images.shape[-2:]))
     trainable_flops = counter.get_total_flops()

@@ -21,7 +21,6 @@ from uad.checkpoint import CheckpointError, load_module, read_checkpoint
 from uad.module import CHECKPOINT_KEY, AnomalyModule
 from uad.official import layout_of, load_official
 from uad.provenance import run_info
-from uad.results import write_results
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -54,12 +53,13 @@ def evaluate(cfg: DictConfig, output_dir: Path) -> dict[str, Any] | None:
     trainer = build_trainer(cfg, output_dir, [evaluator, throughput])
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = evaluator.results
-    if results is not None and trainer.is_global_zero:
-        results["run"].update(module.net.parameter_counts() | {"throughput": throughput.stats})
-        results["run"]["evaluated_checkpoint"] = {
-            "path": str(path),
-            "layout": source,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-        write_results(output_dir, results)
-    return results
+    if results is None or not trainer.is_global_zero:
+        return None
+    results.run.update(module.net.parameter_counts() | {"throughput": throughput.stats})
+    results.run["evaluated_checkpoint"] = {
+        "path": str(path),
+        "layout": source,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    results.write(output_dir)
+    return results.to_json()

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from uad.builders import build_protocol
 from uad.checkpoint import load_module
+from uad.errors import ConfigError, UserError
 from uad.inference import Scorer
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
@@ -36,7 +37,7 @@ OUTPUTS = ("anomaly_map", "score")
 SIDECAR_FORMAT = "uad-export/1"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The exported graph disagrees with PyTorch beyond the tolerance; nothing was written."""
 
 
@@ -86,7 +87,7 @@ def export_graph(
     against eager PyTorch on `check_images` random images (and a batch of one); returns the measured
     relative errors. Raises `ExportError` (and writes nothing) above `tolerance`."""
     if fmt not in FORMATS:
-        raise ValueError(f"export.format '{fmt}' is not one of {sorted(FORMATS)}")
+        raise ConfigError(f"export.format '{fmt}' is not one of {sorted(FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(net.cpu().eval(), protocol, raw_input=True).eval()
@@ -123,11 +124,11 @@ def export(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """`mode=export`: the graph of `ckpt_path` as `model.onnx` / `model.pt` plus `model.json` (input size,
     resize rule, classes, thresholds, parity) in `output_dir`."""
     if not cfg.get("ckpt_path"):
-        raise ValueError("mode=export needs ckpt_path=<run folder>/checkpoints/last.ckpt")
+        raise ConfigError("mode=export needs ckpt_path=<run folder>/checkpoints/last.ckpt")
     options = cfg.export
     fmt = str(options.get("format", "onnx"))
     if fmt not in FORMATS:
-        raise ValueError(f"export.format '{fmt}' is not one of {sorted(FORMATS)}")
+        raise ConfigError(f"export.format '{fmt}' is not one of {sorted(FORMATS)}")
     module, cfg = load_module(cfg.ckpt_path, cfg)
     protocol = build_protocol(cfg)
     path = output_dir / f"model{FORMATS[fmt]}"

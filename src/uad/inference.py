@@ -41,11 +41,9 @@ class Scorer(nn.Module):
         reaches a network that keeps one bank per class (-1: unknown), as in the test step."""
         if self.raw_input:
             images = (images - self.mean) / self.std  # the same arithmetic as InputTransform.finish
-        anomaly_map = self.net(
-            images, class_id
-        ).anomaly_map.float()  # (N, 1, S, S), as AnomalyModule.test_step
-        maps = self.protocol.maps_for_eval(anomaly_map)  # (N, h, w)
-        return maps, self.protocol.image_scores(maps)
+        output = self.net(images, class_id)  # as AnomalyModule.test_step
+        maps = self.protocol.maps_for_eval(output.anomaly_map.float())  # (N, 1, S, S) -> (N, h, w)
+        return maps, self.protocol.image_scores(maps, output.image_score)
 
 
 @torch.no_grad()
@@ -59,7 +57,7 @@ def score_loader(
     for batch in batches:
         maps, scores = scorer(batch["image"].to(device), torch.as_tensor(batch["class_id"]).to(device))
         out["class_name"] += list(batch["class_name"])
-        out["label"].append(torch.as_tensor(batch["label"]))
+        out["label"].append(scorer.protocol.labels(batch["label"], batch["mask"], batch["has_mask"]))
         out["score"].append(scores.cpu())
         out["map_max"].append(maps.flatten(1).amax(1).cpu())
         if keep_maps:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from uad.loggers import log_leaderboard
 from uad.metrics.functional import METRIC_NAMES
 from uad.report.leaderboard_page import leaderboard_page
-from uad.runstatus import ERROR_FILE, STATUS_FILE, read_status
+from uad.runstatus import ERROR_FILE, STATUS_FILE, read_status, run_state
 from uad.utils.io import atomic_write, write_text
 from uad.utils.logging import get_logger
 
@@ -86,7 +86,8 @@ def read_run(run_dir: Path, sweep_dir: Path) -> RunRecord:
         results = json.loads(results_path.read_text()) if results_path.is_file() else None
     except (OSError, json.JSONDecodeError) as err:  # not ours (writes are atomic): name it, go on
         unreadable = f"unreadable results.json: {err}"
-    state = "unreadable" if unreadable else status.get("status") or ("finished" if results else "unknown")
+    recorded = run_state(status) if status else None  # "died": marked running, but its process is gone
+    state = "unreadable" if unreadable else recorded or ("finished" if results else "unknown")
     if results is not None:
         identity = {key: results.get("run", {}).get(key) for key in IDENTITY}
         identity["protocol"] = results.get("protocol", {}).get("name", identity["protocol"])
@@ -168,9 +169,10 @@ def to_markdown(runs: list[RunRecord], sweep_dir: Path) -> str:
 
 
 def _no_error(status: str) -> str:
-    return (
-        "still running, or stopped without a trace (killed)" if status == "running" else "no error recorded"
-    )
+    return {
+        "running": "still running (its heartbeat is fresh)",
+        "died": "its process is gone without an end (killed, or the machine went down)",
+    }.get(status, "no error recorded")
 
 
 def _heat_table(runs: list[RunRecord], metric: str) -> tuple[list[str], list[list[float]]]:

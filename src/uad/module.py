@@ -9,12 +9,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from uad.data.batch import Batch
 from uad.data.batch import batch_size as images_in
 from uad.data.feature_cache import FeatureCache
+from uad.errors import ConfigError, UserKeyError
 from uad.methods.base import AnomalyNet, MemoryBankNet, NetOutput
 from uad.optim.param_groups import no_decay_1d_groups
 from uad.utils.logging import get_logger
@@ -35,9 +37,11 @@ class AnomalyModule(LightningModule):
     weights source) plus `checkpoint["uad"]`: the format tag, the run's resolved config (so a checkpoint
     alone can rebuild its network) and whatever `extra` holds (e.g. calibrated thresholds).
 
-    A `MemoryBankNet` is fitted instead of trained: each training step only hands the batch's features and
-    class ids to `net.remember`; at the end of the first epoch `net.build_memory()` builds the bank and the
-    trainer stops (so `trainer.max_epochs` does not matter). No optimiser is configured or stepped.
+    A `MemoryBankNet` is fitted instead of trained: each training step only keeps the batch's features,
+    class ids and dataset indices (gathered from every rank under DDP); at the end of the first epoch
+    (Lightning's `on_train_epoch_end` hook) `net.fit` builds the bank from them, in dataset order, so every
+    rank holds the same bank, and the trainer stops (`trainer.max_epochs` does not matter). No optimiser is
+    configured or stepped.
     """
 
     def __init__(
@@ -60,7 +64,16 @@ class AnomalyModule(LightningModule):
         self.strict_loading = False  # checkpoints carry only the trainable state
         self.fits_memory = isinstance(net, MemoryBankNet)
         self.automatic_optimization = not self.fits_memory
+        self.training_features: list[dict[str, Tensor]] = []  # a memory-bank net's, until its fit
         self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
+
+    @property
+    def attached(self) -> bool:
+        """Whether a Trainer runs this module (not so in a benchmark or a unit test)."""
+        try:
+            return self.trainer is not None
+        except RuntimeError:  # Lightning's answer for a module no Trainer holds
+            return False
 
     def forward(self, images: Tensor, class_id: Tensor | None = None):
         return self.net(images, class_id)
@@ -75,8 +88,7 @@ class AnomalyModule(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         if self.fits_memory:
-            with torch.no_grad():
-                self.net.remember(self.net.extract(batch["image"]), batch["class_id"])
+            self.keep_training_features(batch)
             return None
         losses = self.net.loss(self.train_output(batch), self.global_step)
         losses = losses if isinstance(losses, dict) else {"loss": losses}
@@ -98,26 +110,65 @@ class AnomalyModule(LightningModule):
             self.feature_cache.close()
 
     def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Per-image anomaly maps at input resolution; the Evaluator callback turns them into metrics."""
-        return {"anomaly_map": self.net(batch["image"], batch.get("class_id")).anomaly_map.float()}
+        """Per-image anomaly maps at input resolution and the network's own image scores (None when it has
+        none); the Evaluator callback turns them into metrics."""
+        output = self.net(batch["image"], batch.get("class_id"))
+        return {"anomaly_map": output.anomaly_map.float(), "image_score": output.image_score}
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         return self.test_step(batch, batch_idx)
 
+    @torch.no_grad()
+    def keep_training_features(self, batch: Batch) -> None:
+        """A memory-bank net's training step: keep the batch's features, class ids and dataset indices on the
+        CPU; under DDP every rank's, so that each rank fits the same bank."""
+        part = {**self.net.extract(batch["image"]), "class_id": batch["class_id"], "index": batch["index"]}
+        if self.attached and self.trainer.world_size > 1:  # (ranks, B, ...) -> (ranks * B, ...)
+            part = {key: value.flatten(0, 1) for key, value in self.all_gather(part).items()}
+        self.training_features.append({key: value.cpu() for key, value in part.items()})
+
+    def fit_memory(self) -> None:
+        """Fit the memory-bank net on the kept features: each image once (the distributed sampler repeats a
+        few to even out the ranks) and in dataset order, so the bank depends on neither the shuffle nor the
+        number of ranks."""
+        if not self.training_features:
+            raise RuntimeError(f"{type(self.net).__name__}: no training features to fit its memory bank on")
+        kept = {
+            key: torch.cat([part[key] for part in self.training_features])
+            for key in self.training_features[0]
+        }
+        self.training_features = []
+        index, order = kept.pop("index").sort(stable=True)
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        rows = order[first]
+        class_id = kept.pop("class_id")[rows]
+        self.net.fit({key: value[rows] for key, value in kept.items()}, class_id)
+
     def on_train_epoch_end(self) -> None:
         if not self.fits_memory:
             return
-        self.net.build_memory()
+        self.fit_memory()
         self.trainer.should_stop = True
-        # the fit counts as the run's one step, so that the checkpoint callback (which skips a run that took
-        # no step) saves the bank
-        self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress.increment_completed()
+        self.save_fitted_checkpoints()
+
+    def save_fitted_checkpoints(self) -> None:
+        """Lightning's `ModelCheckpoint` saves only after a new optimiser step, and a fit takes none: write
+        each checkpoint callback's file here (every rank calls this, rank 0 writes) and record it as the
+        callback's last checkpoint, the file calibration re-saves with its thresholds."""
+        for callback in self.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+                path = callback.format_checkpoint_name(
+                    {"epoch": self.current_epoch, "step": self.global_step}
+                )
+                self.trainer.save_checkpoint(path)
+                callback.last_model_path = path
 
     def configure_optimizers(self):
         if self.fits_memory:
             return None
         if self.optimizer_factory is None:
-            raise ValueError("no optimizer configured: set method.optimizer in the config")
+            raise ConfigError("no optimizer configured: set method.optimizer in the config")
         params = no_decay_1d_groups(self.net) if self.no_decay_1d else self.net.trainable_parameters()
         optimizer = self.optimizer_factory(params, **self.optimizer_options())
         factory = self.scheduler_factory
@@ -125,7 +176,7 @@ class AnomalyModule(LightningModule):
             return optimizer
         if isinstance(factory, partial) and (factory.keywords.get("total_steps") or 0) < 0:
             # an epoch-based run (trainer.max_steps = -1): the schedule spans the run, known to the trainer
-            if self._trainer is None:  # outside a Trainer (a benchmark) nothing would step a scheduler
+            if not self.attached:  # outside a Trainer (a benchmark) nothing would step a scheduler
                 return optimizer
             factory = partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
         return {
@@ -144,7 +195,7 @@ class AnomalyModule(LightningModule):
             return {}
         if {"fused", "foreach"} & factory.keywords.keys():
             return {}
-        if self._trainer is not None and "mixed" in str(self.trainer.precision):
+        if self.attached and "mixed" in str(self.trainer.precision):
             return {}
         return {"fused": True}
 
@@ -161,7 +212,10 @@ class AnomalyModule(LightningModule):
         own = {f"net.{k}" for k in self.net.trainable_state_dict()}
         missing = sorted(own - set(state))
         if missing:
-            raise KeyError(f"checkpoint lacks trainable tensors of this model, e.g. {missing[:5]}")
+            raise UserKeyError(
+                f"checkpoint lacks trainable tensors of this model, e.g. {missing[:5]}: it was trained with "
+                "another method or backbone; give the method= and backbone= it was trained with"
+            )
         self.extra = {
             k: v for k, v in checkpoint.get(CHECKPOINT_KEY, {}).items() if k not in ("format", "config")
         }

@@ -8,13 +8,17 @@ Three layouts are recognised by their keys (after an optional `state_dict` wrapp
 | `uniad` | UniAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.transformer.encoder.layers.*` |
 | `dualad` | DualAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.memory_modules.*` or |
 | | | `R.proj_encoder.*` |
+| `rd4ad` | RD4AD `main.py` `{'bn': ..., 'decoder': ...}` | `bn.bn_layer.*`, `decoder.layer1.*` |
+| `ader_rd` | ADer `ckpt.pth` (`{'net': ...}`) or `net.pth` of `rd` | `net_t.*`, `mff_oce.*`, `net_s.*` |
 | `mambaad` | MambaAD's (ADer's) trainer `ckpt.pth` (`{'net': ...}`), `net.pth` | `net_t.*`, |
 | | | `net_s.layers_up.*` |
 
 (`R.` = `reconstruction.`, `T.` = `reconstruction.transformer.`, `L` a layer index, `*` the rest.) The frozen
 encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout) or `backbone.*`
-(UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet) entries form a state dict in the layout
-`backbone.weights=` accepts, and the encoder is built from it exactly as from such a file.
+(UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet; ADer: timm's features-only ResNet, cut after
+layer3) entries form a state dict in the layout `backbone.weights=` accepts, and the encoder is built from it
+exactly as from such a file. RD4AD's file holds no encoder: it comes from `backbone.weights=` (the
+torchvision WideResNet-50 file the official code downloads) or `backbone.pretrained=true`.
 
 Trainable part, official -> ours:
 
@@ -30,6 +34,13 @@ Trainable part, official -> ours:
 | UniAD | `T.decoder.layers.L.self_attn.*` (to the encoder output) | `...decoder.layers.L.memory_attn.*` |
 | UniAD | `T.decoder.layers.L.multihead_attn.*` (to the previous layer) | `...decoder.layers.L.prev_attn.*` |
 | UniAD | `T.decoder.layers.L.learned_embed.weight`; `T.decoder.norm.*` | `queries.L`; `decoder_norm.*` |
+| RD4AD | `bn.conv1.*`, `bn.bn1.*`, `bn.conv2.*`, `bn.bn2.*` (level 1 to 3) | `bottleneck.fuse.0.{0,1,3,4}.*`|
+| RD4AD | `bn.conv3.*`, `bn.bn3.*` (level 2 to 3) | `bottleneck.fuse.1.{0,1}.*` |
+| RD4AD | `bn.bn_layer.*` | `bottleneck.oce.*` |
+| RD4AD | `decoder.layerK.*` (K = 1, 2, 3) | `decoder.stages.K-1.*` |
+| RD4AD | `...downsample.*`, `...upsample.*` | `...shortcut.*` |
+| RD4AD | `bn.conv4.*`, `bn.bn4.*`: built but unused by the official forward | dropped |
+| ADer rd | `mff_oce.*`, `net_s.*` | as RD4AD's `bn.*`, `decoder.*` |
 | DualAD | `R.encoder.layers.L.*`, `R.decoder.layers.L.*` | `ndn_encoder.layers.L.*`, `ndn_decoder...` |
 | DualAD | `...attn1.*`, `...attn2.*`; `...ffn.fc1.*`, `...ffn.fc2.*` | `...memory_attn.*`, `...prev_attn.*`;|
 | | | `...ffn.net.0.*`, `...ffn.net.3.*` |
@@ -77,14 +88,26 @@ from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-LAYOUTS = ("dinomaly", "uniad", "dualad", "mambaad")
+LAYOUTS = ("dinomaly", "uniad", "dualad", "rd4ad", "ader_rd", "mambaad")
 LAYOUT_METHODS = {
     "dinomaly": ("dinomaly",),
     "uniad": ("uniad",),
     "dualad": ("dualad_he", "dualad_ho"),
+    "rd4ad": ("rd4ad",),
+    "ader_rd": ("rd4ad",),
     "mambaad": ("mambaad",),
 }
-ENCODER_PREFIX = {"dinomaly": "encoder.", "uniad": "backbone.", "dualad": "backbone.", "mambaad": "net_t."}
+ENCODER_PREFIX = {
+    "dinomaly": "encoder.",
+    "uniad": "backbone.",
+    "dualad": "backbone.",
+    "rd4ad": None,  # the official file holds only the trainable bn and decoder
+    "ader_rd": "net_t.",
+    "mambaad": "net_t.",
+}
+# ADer's rd model as settings of ours: the OCE bottlenecks of timm's Bottleneck (base width 64), the map's
+# scale (model/rd.py, util/metric.py cal_anomaly_map); set when such a file is read.
+LAYOUT_MODEL = {"ader_rd": {"bottleneck_base_width": 64, "map_reduction": "ader"}}
 
 
 class OfficialCheckpointError(CheckpointError):
@@ -95,11 +118,13 @@ class OfficialCheckpointError(CheckpointError):
 
 
 def flat_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
-    """The tensors of an official checkpoint: `state_dict` (or ADer's `net`) unwrapped, the DDP `module.`
-    prefix dropped."""
+    """The tensors of an official checkpoint: `state_dict` (ADer: `net`) unwrapped, RD4AD's `bn` and
+    `decoder` state dicts flattened under those prefixes, the DDP `module.` prefix dropped."""
     state = checkpoint.get("state_dict", checkpoint.get("net", checkpoint))
     if not isinstance(state, dict):
         return {}
+    if all(isinstance(state.get(part), dict) for part in ("bn", "decoder")):
+        state = {f"{part}.{k}": v for part in ("bn", "decoder") for k, v in state[part].items()}
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
 
 
@@ -116,8 +141,12 @@ def recognise(state: dict[str, Tensor]) -> str | None:
         return "uniad"
     if has("backbone.") and (has("reconstruction.memory_modules.") or has("reconstruction.proj_encoder.")):
         return "dualad"
-    if has("net_t.") and has("net_s.layers_up."):
+    if has("bn.bn_layer.") and has("decoder.layer1."):
+        return "rd4ad"
+    if has("net_t.") and has("net_s.layers_up."):  # before ADer's rd: MambaAD's file has mff_oce.* too
         return "mambaad"
+    if has("net_t.") and has("mff_oce.") and has("net_s."):
+        return "ader_rd"
     return None
 
 
@@ -136,8 +165,9 @@ def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[s
             f"'{path}' matches no known checkpoint layout ({describe_keys(state or checkpoint)}). Accepted: "
             "a uad last.ckpt; Dinomaly's model.pth (encoder.*, bottleneck.0.*, decoder.*); UniAD's or "
             "DualAD's train_val.py checkpoint ({'state_dict': {[module.]backbone.*, "
-            "[module.]reconstruction.*}}); MambaAD's or ADer's ckpt.pth ({'net': {net_t.*, mff_oce.*, "
-            "net_s.layers_up.*}}) or net.pth"
+            "[module.]reconstruction.*}}); RD4AD's {'bn': ..., 'decoder': ...}; ADer's rd ckpt.pth or "
+            "net.pth (net_t.*, mff_oce.*, net_s.*); MambaAD's or ADer's mambaad ckpt.pth or net.pth "
+            "(net_t.*, mff_oce.*, net_s.layers_up.*)"
         )
     return layout, state
 
@@ -145,6 +175,8 @@ def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[s
 def encoder_state(layout: str, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The frozen encoder's weights in the file, under the backbone's own key names."""
     prefix = ENCODER_PREFIX[layout]
+    if prefix is None:
+        return {}
     return {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
 
 
@@ -173,6 +205,19 @@ RULES: dict[str, list[tuple[str, str]]] = {
         (r"^reconstruction\.pos_embed\.(row|col)_embed\.weight$", r"pos_embed.\1_embed"),
         (r"^reconstruction\.", ""),
         *_FFN,
+    ],
+    "rd4ad": [
+        (r"^bn\.conv1\.", "bottleneck.fuse.0.0."),
+        (r"^bn\.bn1\.", "bottleneck.fuse.0.1."),
+        (r"^bn\.conv2\.", "bottleneck.fuse.0.3."),
+        (r"^bn\.bn2\.", "bottleneck.fuse.0.4."),
+        (r"^bn\.conv3\.", "bottleneck.fuse.1.0."),
+        (r"^bn\.bn3\.", "bottleneck.fuse.1.1."),
+        (r"^bn\.bn_layer\.", "bottleneck.oce."),
+        (r"^decoder\.layer1\.", "decoder.stages.0."),
+        (r"^decoder\.layer2\.", "decoder.stages.1."),
+        (r"^decoder\.layer3\.", "decoder.stages.2."),
+        (r"\.(down|up)sample\.", ".shortcut."),
     ],
     "dualad_he": [
         (r"^reconstruction\.in_proj\.", "wsn_in.net."),
@@ -227,6 +272,8 @@ _SHARED = {  # official keys of one module that every layer holds a copy of -> o
         ),
     ],
 }
+_UNUSED = {"rd4ad": re.compile(r"^bn\.(conv4|bn4)\.")}  # official tensors its forward never reads
+_LAYOUT_PREFIXES = {"ader_rd": (("mff_oce.", "bn."), ("net_s.", "decoder."))}  # -> the RD4AD layout
 _IN_PROJ = re.compile(r"^(.*)\.in_proj_(weight|bias)$")  # nn.MultiheadAttention's packed Q/K/V
 
 
@@ -243,7 +290,12 @@ def trainable_state(method: str, layout: str, state: dict[str, Tensor]) -> dict[
             f"the checkpoint has the official {layout} layout, but method={method}; use method="
             f"{' or method='.join(LAYOUT_METHODS[layout])}"
         )
-    head = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIX[layout])}
+    encoder_prefix = ENCODER_PREFIX[layout]
+    head = {k: v for k, v in state.items() if encoder_prefix is None or not k.startswith(encoder_prefix)}
+    for theirs, official in _LAYOUT_PREFIXES.get(layout, ()):
+        head = {official + k.removeprefix(theirs) if k.startswith(theirs) else k: v for k, v in head.items()}
+    if method in _UNUSED:
+        head = {k: v for k, v in head.items() if not _UNUSED[method].match(k)}
     out: dict[str, Tensor] = {}
     for key, value in head.items():
         if method in _DROPPED and _DROPPED[method].search(key):
@@ -307,9 +359,15 @@ def load_official(
     head = trainable_state(cfg.method.name, layout, state)
     if layout == "mambaad":
         check_scan_orders(state, cfg.method.model.scan, path)
-    weights = encoder_state(layout, state)
-    source = f"{path} ({ENCODER_PREFIX[layout]}*)"
-    net = _net_with_encoder_weights(cfg, weights, source)
+    for key, value in LAYOUT_MODEL.get(layout, {}).items():
+        if cfg.method.model.get(key) != value:
+            log.info("official %s file: method.model.%s=%s, as its model", layout, key, value)
+            cfg.method.model[key] = value
+    if ENCODER_PREFIX[layout] is None:  # no encoder in the file: the backbone's own weights source
+        net = build_net(cfg, build_encoder(cfg, build_protocol(cfg)))
+    else:
+        source = f"{path} ({ENCODER_PREFIX[layout]}*)"
+        net = _net_with_encoder_weights(cfg, encoder_state(layout, state), source)
     load_trainable(net, head, f"official {layout} checkpoint '{path}'")
     log.info("official %s file '%s' -> %s (%d tensors)", layout, path, cfg.method.name, len(head))
     return build_module(cfg, net, train=False).eval(), cfg

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from uad.callbacks.visualize import image_at, overlay_figure
 from uad.checkpoint import load_module
 from uad.data.dataset import decode_image, pil_to_rgb
 from uad.data.samples import IMAGE_SUFFIXES, DatasetLayoutError
+from uad.errors import UserError
 from uad.inference import Scorer
 from uad.methods.base import UNKNOWN_CLASS
 from uad.report.evidence import PredictGallery
@@ -38,8 +40,22 @@ from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 UNKNOWN = "unknown"  # the class of an image outside the trained classes: the global thresholds apply
-CSV_COLUMNS = ("path", "class", "score", "threshold", "decision", "normalized_score", "error")
+CSV_COLUMNS = (
+    "path",
+    "class",
+    "score",
+    "threshold",
+    "decision",
+    "normalized_score",
+    "overlay",
+    "map",
+    "error",
+)
 ImageInput = str | Path | np.ndarray | Image.Image
+
+
+class PredictInputError(UserError, ValueError):
+    """`predict.input` (or `ckpt_path`) names nothing to score."""
 
 
 @dataclass
@@ -172,19 +188,33 @@ def find_images(spec: str) -> tuple[list[Path], Path]:
     if path.is_file():
         return [path], path.parent
     if path.is_dir():
-        files, root = sorted(p for p in path.rglob("*") if p.is_file()), path
+        files, root = walk_files(path), path
     elif any(c in spec for c in "*?["):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         root = Path(*_until_magic(path.parts))
     else:
-        raise ValueError(f"predict.input '{spec}' does not exist; give an image, a folder or a glob")
+        raise PredictInputError(f"predict.input '{spec}' does not exist; give an image, a folder or a glob")
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
     if not images:
-        raise ValueError(
+        raise PredictInputError(
             f"predict.input '{spec}' holds no image ({len(files)} other files); images end in "
             f"{sorted(IMAGE_SUFFIXES)}"
         )
     return images, root
+
+
+def walk_files(folder: Path) -> list[Path]:
+    """Every file below `folder`, sorted, following symlinked folders (each real folder once, so a link
+    loop ends)."""
+    files, seen = [], set()
+    for current, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        files += [Path(current) / n for n in names if (Path(current) / n).is_file()]
+    return sorted(files)
 
 
 def _until_magic(parts: Sequence[str]) -> list[str]:
@@ -197,10 +227,22 @@ def _until_magic(parts: Sequence[str]) -> list[str]:
     return out
 
 
-def output_name(path: Path, root: Path) -> str:
-    """A file name unique within the run: the path below the input root, folders joined by '__'."""
-    relative = path.relative_to(root) if root in path.parents else Path(path.name)
-    return "__".join(relative.with_suffix("").parts)
+def output_names(paths: Sequence[Path], root: Path) -> list[str]:
+    """One file name per image, unique within the run: the path below the input root with folders joined
+    by '__' (`x/y.png` -> `x__y`); a name taken already gets the extension (`good.jpg` -> `good-jpg`), then
+    a number. predictions.csv lists each image's overlay and map."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in paths:
+        relative = path.relative_to(root) if root in path.parents else Path(path.name)
+        base = "__".join(relative.with_suffix("").parts)
+        name, extension, number = base, path.suffix.lstrip(".").lower(), 1
+        while name in taken:
+            name = f"{base}-{extension}" if number == 1 else f"{base}-{extension}-{number}"
+            number += 1
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -209,9 +251,9 @@ def predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     and the gallery of report.html (report_data.npz)."""
     options = cfg.predict
     if not cfg.get("ckpt_path"):
-        raise ValueError("mode=predict needs ckpt_path=<run folder>/checkpoints/last.ckpt")
+        raise PredictInputError("mode=predict needs ckpt_path=<run folder>/checkpoints/last.ckpt")
     if not options.get("input"):
-        raise ValueError("mode=predict needs predict.input=<image, folder or glob>")
+        raise PredictInputError("mode=predict needs predict.input=<image, folder or glob>")
     paths, root = find_images(str(options.input))
     model = Model.load(
         cfg.ckpt_path,
@@ -234,23 +276,27 @@ def predict(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     gallery = PredictGallery()  # the highest-scoring images, for report.html (uad.report)
     batch_size = int(options.get("batch_size") or 16)
+    out_names = dict(zip(paths, output_names(paths, root)))
     for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch"):
         chunk, tensors = [], []
         for path in paths[start : start + batch_size]:
-            try:
+            try:  # any failure of one image (unreadable, a decompression bomb, a dangling link) is its row
                 tensors.append(model.image_tensor(path))
                 chunk.append(path)
-            except DatasetLayoutError as err:
-                log.warning("skipping %s", err)
-                rows.append({"path": str(path), "class": "", "error": str(err)})
+            except Exception as err:
+                message = str(err) if isinstance(err, DatasetLayoutError) else f"{type(err).__name__}: {err}"
+                log.warning("skipping %s: %s", path, message)
+                rows.append({"path": str(path), "class": "", "error": message})
         if not chunk:
             continue
         names = [model.class_of(p, root) if not fixed_class else str(fixed_class) for p in chunk]
         images = torch.stack(tensors)  # (B, 3, S, S)
-        for image, prediction in zip(images, model.predict_tensors(images, names, [str(p) for p in chunk])):
-            rows.append(_row(prediction))
+        predictions = model.predict_tensors(images, names, [str(p) for p in chunk])
+        for path, image, prediction in zip(chunk, images, predictions):
+            rows.append(
+                _row(prediction) | _save_outputs(prediction, image, out_names[path], output_dir, options)
+            )
             gallery.add(prediction, image)
-            _save_outputs(prediction, image, output_name(Path(prediction.path), root), output_dir, options)
     csv_path = write_text(output_dir / "predictions.csv", _csv(rows))
     gallery.save(output_dir)
     errors = sum(bool(r.get("error")) for r in rows)
@@ -285,17 +331,21 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _save_outputs(p: Prediction, image: Tensor, name: str, output_dir: Path, options: DictConfig) -> None:
+def _save_outputs(
+    p: Prediction, image: Tensor, name: str, output_dir: Path, options: DictConfig
+) -> dict[str, str]:
     """The overlay PNG (colour scale 0 .. 2 x the pixel threshold, so the threshold is mid-scale), and with
-    save_maps the raw map (.npy) and the binary mask (PNG, 0/255)."""
-    mask = p.mask
+    save_maps the raw map (.npy) and the binary mask (PNG, 0/255). Returns the CSV's overlay and map cells
+    (paths relative to the run folder)."""
+    mask, written = p.mask, {}
     if options.get("save_maps"):
         atomic_write(output_dir / "maps" / f"{name}.npy", lambda h: np.save(h, p.anomaly_map), mode="wb")
+        written["map"] = f"maps/{name}.npy"
         if mask is not None:
             png = Image.fromarray(mask.astype(np.uint8) * 255)
             atomic_write(output_dir / "masks" / f"{name}.png", lambda h: png.save(h, format="png"), mode="wb")
     if not options.get("overlays", True):
-        return
+        return written
     import matplotlib.pyplot as plt
 
     if p.pixel_threshold is not None and p.pixel_threshold > 0:
@@ -316,3 +366,4 @@ def _save_outputs(p: Prediction, image: Tensor, name: str, output_dir: Path, opt
         output_dir / "overlays" / f"{name}.png", lambda h: fig.savefig(h, dpi=90, format="png"), mode="wb"
     )
     plt.close(fig)
+    return written | {"overlay": f"overlays/{name}.png"}

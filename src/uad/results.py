@@ -1,5 +1,6 @@
 """The results files of a run: `results.json` (the stable format users' scripts read), `results.csv`
 and `results.md`, written atomically into the run directory, plus the rich table printed at the end.
+`Results` is the format as a dataclass, and `Results.write` its one writer.
 
 results.json, format "uad-results/1":
   {
@@ -12,10 +13,13 @@ results.json, format "uad-results/1":
     "counts": {class: {"good": n, "defective": n}},
     "errors": {class: message},                  # classes whose evaluation failed, named with the cause
     "protocol": {...},                           # the evaluation protocol (see uad.metrics.EvalProtocol)
-    "run": {"method": ..., "backbone": ..., "dataset": ..., "setting": ..., "seed": ...},
+    "run": {"method": ..., "backbone": ..., "dataset": ..., "setting": ..., "seed": ...,  # uad.provenance
+            "trainable_params": n, "frozen_params": n, "per_module": {...}, "throughput": {...},
+            "selection": {...}, "feature_cache": {...},  # training runs
+            "evaluated_checkpoint": {"path", "layout", "seconds"}},  # mode=eval
     "extra": {...}                               # e.g. Real-IAD sample-level metrics; "flipped_auroc":
                                                  # [{"class", "metric", "raw", "reported"}] under a
-                                                 # protocol with flip_auroc (UniAD's tables)
+                                                 # protocol with flip_auroc (UniAD's tables); "thresholds"
   }
 """
 
@@ -25,6 +29,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,51 +71,72 @@ def metric_names(per_class: Mapping[str, Mapping[str, float]]) -> list[str]:
     return names
 
 
-def build_results(
-    per_class: Mapping[str, Mapping[str, float]],
-    protocol: Mapping[str, Any],
-    run: Mapping[str, Any] | None = None,
-    per_defect: Mapping[str, Any] | None = None,
-    counts: Mapping[str, Any] | None = None,
-    errors: Mapping[str, str] | None = None,
-    extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    return _clean(
-        {
-            "format": FORMAT,
-            "metrics": metric_names(per_class),
-            "per_class": {k: dict(v) for k, v in per_class.items()},
-            "mean": class_mean(per_class, metric_names(per_class)),
-            "per_defect": dict(per_defect or {}),
-            "counts": dict(counts or {}),
-            "errors": dict(errors or {}),
-            "protocol": dict(protocol),
-            "run": dict(run or {}),
-            "extra": dict(extra or {}),
-        }
-    )
+@dataclass
+class Results:
+    """One run's results, the `uad-results/1` format of results.json. The evaluation builds it (metrics,
+    counts, errors, protocol, the run's identity); the run's other parts then add theirs (`run`: parameter
+    counts, throughput, test-set selection, feature cache, evaluated checkpoint; `extra`: calibrated
+    thresholds) before its one write (`write`), so results.json is written once per run."""
 
+    per_class: dict[str, dict[str, float | None]]
+    protocol: dict[str, Any]
+    run: dict[str, Any] = field(default_factory=dict)
+    per_defect: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-def merge_results(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One table from several runs over disjoint classes (the class-separated setting)."""
-    merged: dict[str, dict] = {key: {} for key in ("per_class", "per_defect", "counts", "errors", "extra")}
-    for part in parts:
-        for key in merged:
-            merged[key].update(part.get(key, {}))
-    if "flipped_auroc" in merged["extra"]:  # one list per run: joined, not the last one kept
-        merged["extra"]["flipped_auroc"] = [
-            f for p in parts for f in p.get("extra", {}).get("flipped_auroc", [])
+    @property
+    def metrics(self) -> list[str]:
+        return metric_names(self.per_class)
+
+    @property
+    def mean(self) -> dict[str, float | None]:
+        return class_mean(self.per_class, self.metrics)
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of results.json (NaN written as null)."""
+        return _clean(
+            {
+                "format": FORMAT,
+                "metrics": self.metrics,
+                "per_class": {k: dict(v) for k, v in self.per_class.items()},
+                "mean": self.mean,
+                "per_defect": dict(self.per_defect),
+                "counts": dict(self.counts),
+                "errors": dict(self.errors),
+                "protocol": dict(self.protocol),
+                "run": dict(self.run),
+                "extra": dict(self.extra),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Results:
+        """Results read back from results.json (its derived `metrics` and `mean` are recomputed)."""
+        return cls(**{f.name: dict(data.get(f.name) or {}) for f in fields(cls)})
+
+    def write(self, output_dir: str | Path) -> list[Path]:
+        """Write results.json, results.csv and results.md atomically; return their paths."""
+        output_dir = Path(output_dir)
+        content = self.to_json()
+        return [
+            write_json(output_dir / "results.json", content),
+            write_text(output_dir / "results.csv", to_csv(content)),
+            write_text(output_dir / "results.md", to_markdown(content)),
         ]
-    first = parts[0]
-    return build_results(
-        merged["per_class"],
-        first["protocol"],
-        first["run"],
-        merged["per_defect"],
-        merged["counts"],
-        merged["errors"],
-        merged["extra"],
-    )
+
+
+def merge_results(parts: list[Results]) -> Results:
+    """One table from several runs over disjoint classes (the class-separated setting)."""
+    merged = Results({}, dict(parts[0].protocol), dict(parts[0].run))
+    for part in parts:
+        for key in ("per_class", "per_defect", "counts", "errors", "extra"):
+            getattr(merged, key).update(getattr(part, key))
+    flips = [f for part in parts for f in part.extra.get("flipped_auroc", [])]
+    if "flipped_auroc" in merged.extra:  # one list per run: joined, not the last one kept
+        merged.extra["flipped_auroc"] = flips
+    return merged
 
 
 def _fmt(value: float | None) -> str:
@@ -152,16 +178,6 @@ def to_csv(results: Mapping[str, Any]) -> str:
             [name, *("" if metrics.get(k) is None else repr(metrics[k]) for k in results["metrics"])]
         )
     return buffer.getvalue()
-
-
-def write_results(output_dir: str | Path, results: Mapping[str, Any]) -> list[Path]:
-    """Write results.json, results.csv and results.md atomically; return their paths."""
-    output_dir = Path(output_dir)
-    return [
-        write_json(output_dir / "results.json", results),
-        write_text(output_dir / "results.csv", to_csv(results)),
-        write_text(output_dir / "results.md", to_markdown(results)),
-    ]
 
 
 def print_table(results: Mapping[str, Any]) -> None:

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from uad.errors import ConfigError
 from uad.inference import Scorer, score_loader
 from uad.metrics.protocol import EvalProtocol
 from uad.utils.logging import get_logger
@@ -113,11 +114,11 @@ class Calibrator(Callback):
         self, protocol: EvalProtocol, rule: str = "quantile", quantile: float = 0.99, root: str | None = None
     ) -> None:
         if rule not in RULES:
-            raise ValueError(f"calibration.rule '{rule}' is not one of {RULES}")
+            raise ConfigError(f"calibration.rule '{rule}' is not one of {RULES}")
         if not 0.0 < quantile <= 1.0:
-            raise ValueError(f"calibration.quantile must be in (0, 1]; got {quantile}")
+            raise ConfigError(f"calibration.quantile must be in (0, 1]; got {quantile}")
         if rule == "f1max" and not root:
-            raise ValueError(
+            raise ConfigError(
                 "calibration.rule=f1max needs a labelled validation folder: calibration.root=/path (the "
                 "dataset's layout; its test split with good and defective images is used)"
             )

@@ -135,7 +135,7 @@ def test_a_method_names_its_protocol_and_the_dataset_reads_its_input(
     assert cfg.protocol.name == protocol and not (CONF_DIR / "protocol" / f"{method}.yaml").exists()
     dm = instantiate(cfg.dataset)
     assert (dm.transform.input_size, dm.transform.resize) == (size, resize)
-    assert dm.transform == build_protocol(cfg).input and dm.label_rule == cfg.protocol.label_rule
+    assert dm.transform == build_protocol(cfg).input
     override = compose_config([f"method={method}", "protocol=ader256"], output_dir=tmp_path)
     assert instantiate(override.dataset).transform.input_size == 256
 

@@ -23,13 +23,22 @@ def _check_results(results: dict, classes: set[str]) -> None:
     assert results["protocol"]["name"] and results["run"]["method"]
 
 
-def test_train_and_evaluate_writes_every_results_file(tiny_cfg):
+def test_train_and_evaluate_writes_every_results_file(tiny_cfg, monkeypatch):
+    from uad import results as results_module
+
+    written = []
+    real_write = results_module.write_json
+    monkeypatch.setattr(
+        results_module, "write_json", lambda path, data: written.append(path) or real_write(path, data)
+    )
     cfg = tiny_cfg()
     results = pipeline.run(cfg)
     out = pipeline.Path(cfg.paths.output_dir)
     _check_results(results, {"weave", "nut", "pill"})
+    assert written == [out / "results.json"]  # once, with every part of the run in it
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["per_class"] == results["per_class"] and on_disk["mean"] == results["mean"]
+    assert on_disk == results and on_disk["extra"]["thresholds"]["image"] is not None
+    assert on_disk["run"]["selection"] == {"selected_on_test_set": False} and "seed" in on_disk["run"]
     assert (out / "results.csv").read_text().splitlines()[0].split(",") == ["class", *METRIC_NAMES]
     assert "| mean |" in (out / "results.md").read_text()
     test_images = sum(2 + len(defects) for defects in DEFECTS.values())  # 2 good + 1 per defect kind

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from lightning.pytorch import Callback
 from omegaconf import open_dict
 
@@ -62,6 +63,36 @@ def test_two_process_ddp_in_a_multirun_matches_one_process(tmp_path, data_dir):
     for name in ["weave", "nut"]:
         for metric in METRIC_NAMES:
             assert ddp["per_class"][name][metric] == pytest.approx(one["per_class"][name][metric], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_the_default_method_runs_distributed_and_equals_one_process(tmp_path, data_dir, tiny_cfg):
+    """`python run.py trainer=ddp trainer.devices=2 trainer.accelerator=cpu` with the default method:
+    PatchCore has no trainable parameter (no DistributedDataParallel wrapper) and every rank keeps the
+    training features of all ranks, so each fits the bank one process fits (the same rows, up to float
+    rounding). 5 training and 5 test images: the sampler repeats one of each; fit and evaluation drop it."""
+    common = ["method=patchcore", "dataset.classes=[nut]", "callbacks=default", "~callbacks.progress"]
+    ddp_dir = tmp_path / "ddp"
+    run_py(
+        *FEATREC,
+        *common,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={ddp_dir}",
+        cwd=tmp_path,
+    )
+    ddp = json.loads((ddp_dir / "results.json").read_text())
+    cfg = tiny_cfg(*common)
+    one = pipeline.run(cfg)
+    for metric in METRIC_NAMES:
+        assert ddp["per_class"]["nut"][metric] == pytest.approx(one["per_class"]["nut"][metric], abs=1e-4)
+    banks = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]["net.bank"]
+        for run in (ddp_dir, Path(cfg.paths.output_dir))
+    ]
+    torch.testing.assert_close(*banks, rtol=0, atol=1e-4)
 
 
 def test_ddp_children_of_a_multirun_job_rerun_only_that_job_in_its_folder(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ from tests.conftest import CONF_DIR, compose_hydra_config
 from tests.helpers.commands import FEATREC, SWEEP_TINY, run_py
 from uad import leaderboard, pipeline
 from uad.metrics import METRIC_NAMES
-from uad.results import build_results, write_results
+from uad.results import Results
 from uad.runstatus import RunStatus
 
 PAPER = {"uniad": ["effb4"], "dinomaly": ["dinov2_vitb14_reg", "dinov2_vits14_reg"], "dualad_he": ["wres50"]}
@@ -92,7 +92,7 @@ def test_optuna_search_config_composes():
 def _fake_run(folder: Path, method: str, value: float, classes=("a", "b")) -> None:
     metrics = {k: value for k in METRIC_NAMES}
     run = {"method": method, "backbone": "bb", "dataset": "ds", "setting": "unified"}
-    write_results(folder, build_results({c: metrics for c in classes}, {"name": "r224"}, run))
+    Results({c: metrics for c in classes}, {"name": "r224"}, run).write(folder)
     RunStatus(folder).finished()
 
 

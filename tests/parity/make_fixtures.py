@@ -5,14 +5,16 @@
     python tests/parity/make_fixtures.py --method uniad --official /path/to/UniAD-checkout
     python tests/parity/make_fixtures.py --method dualad_he --official /path/to/DualAD-checkout
     python tests/parity/make_fixtures.py --method dualad_ho --official /path/to/DualAD-checkout
+    python tests/parity/make_fixtures.py --method rd4ad --official /path/to/RD4AD-checkout
     python tests/parity/make_fixtures.py --method mambaad --official /path/to/MambaAD-checkout \
         --ader /path/to/ADer-checkout --mamba-ssm /path/to/mamba_ssm-2.3.2.post1
 
 The checkout must be at the commit named in `OFFICIAL` (../shared/reference/methods.md), with its
 `.cuda()` calls in the reconstruction models replaced by `.cpu()` (UniAD: `models/reconstructions/uniad.py`
 lines 56 and 172; DualAD: `models/reconstructions/dualad.py` line 141); it needs `easydict` and `einops`
-on PYTHONPATH (Dinomaly's utils.py also imports pandas). Nothing of the official code is copied here or
-committed: it is imported from `--official`.
+on PYTHONPATH (Dinomaly's utils.py also imports pandas). RD4AD's test.py imports pandas only for its
+AUPRO, which is not run: without pandas an empty module stands in for it. Nothing of the official code is
+copied here or committed: it is imported from `--official`.
 
 The official model is filled by the rule in `tests/parity/seeded.py` (key order and shapes alone), the
 input is a real image through the official transform, and the fixture (tests/fixtures/parity/<method>.json,
@@ -60,6 +62,7 @@ OFFICIAL = {
     "uniad": ("zhiyuanyou/UniAD", "a5b9d9d20c2aae680fa00fe5088616b611e05f3c"),
     "dualad_he": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
+    "rd4ad": ("hq-deng/RD4AD", "6554076872c65f8784f6ece8cfb39ce77e1aee12"),
     "mambaad": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
     "mambaad_training": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
 }
@@ -69,6 +72,7 @@ PROTOCOLS = {
     "uniad": "uniad224",
     "dualad_he": "dualad224",
     "dualad_ho": "dualad224",
+    "rd4ad": "rd4ad256",
     "mambaad": "mambaad256",
     "mambaad_training": "mambaad256",
 }
@@ -83,6 +87,18 @@ DINOMALY_SIZES = {
 }
 BACKBONES = {"dinomaly": tuple(DINOMALY_SIZES), "uniad": ("effb4",), "dualad_he": ("wres50",)}
 BACKBONES["dualad_ho"] = BACKBONES["dualad_he"]
+BACKBONES["rd4ad"] = ("wres50",)
+RD4AD_STEPS = 3  # optimiser steps of main.py's training loop recorded
+# RD4AD parameters (and one BatchNorm statistic) recorded after RD4AD_STEPS steps
+RD4AD_STEP_KEYS = [
+    "bn.conv1.weight",
+    "bn.bn_layer.0.conv1.weight",
+    "bn.bn_layer.2.bn3.weight",
+    "bn.bn_layer.2.bn3.running_mean",
+    "decoder.layer1.0.conv2.weight",
+    "decoder.layer1.0.upsample.0.weight",
+    "decoder.layer3.5.conv3.weight",
+]
 BACKBONES["mambaad"] = BACKBONES["mambaad_training"] = ("res34",)
 SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
 
@@ -313,6 +329,102 @@ def dualad_ho(official: Path, backbone: str) -> dict:
         num_out_proj_layers=2,
         memory_module=None,
     )
+
+
+def _import_rd4ad_test() -> Any:
+    """The official test.py, with an empty `pandas` while it is imported when pandas is missing: test.py
+    uses pandas only in its AUPRO, which is not run (the stand-in leaves sys.modules again, as libraries
+    that look for pandas there, sklearn's, would take it for the real one)."""
+    import importlib
+    import types
+
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        sys.modules["pandas"] = types.ModuleType("pandas")
+        try:
+            return importlib.import_module("test")
+        finally:
+            del sys.modules["pandas"]
+    return importlib.import_module("test")
+
+
+class Rd4adOfficial(torch.nn.Module):
+    """The official encoder, bn (OCBE) and decoder as one module, so the seeded rule fills all three and
+    the key names carry the checkpoint's `bn.` / `decoder.` prefixes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from de_resnet import de_wide_resnet50_2
+        from resnet import wide_resnet50_2
+
+        self.encoder, self.bn = wide_resnet50_2(pretrained=False)
+        self.decoder = de_wide_resnet50_2(pretrained=False)
+
+
+def rd4ad(official: Path, backbone: str) -> dict:
+    """RD4AD as main.py and test.py: WideResNet-50 layers 1-3, BN_layer, de_wide_resnet50_2, 256 px; the
+    map, score and loss in eval mode, then RD4AD_STEPS steps of main.py's loop (Adam lr 0.005, betas
+    (0.5, 0.999), bn and decoder in train mode) on the same image, in float64: Adam moves every weight by
+    about lr whatever its gradient's size, so in float32 the rounding of near-zero gradients decides the
+    direction of many updates (float32 and float64 runs of one implementation differ by up to 6 lr after
+    three steps); in float64 what is compared is the arithmetic, not the rounding."""
+    from dataset import get_data_transforms
+    from scipy.ndimage import gaussian_filter
+
+    cal_anomaly_map = _import_rd4ad_test().cal_anomaly_map  # before main.py, which imports test.py
+    from main import loss_fucntion
+
+    model = Rd4adOfficial()
+    rebuild = fill(model)
+    trainable = [*model.decoder.parameters(), *model.bn.parameters()]
+    model.eval()
+    transform, _ = get_data_transforms(256, 256)
+    image = transform(Image.open(REALDATA / IMAGE).convert("RGB"))[None]  # (1, 3, 256, 256)
+    inputs = model.encoder(image)
+    outputs = model.decoder(model.bn(inputs))
+    with torch.no_grad():
+        raw, _ = cal_anomaly_map(inputs, outputs, image.shape[-1], amap_mode="a")  # (256, 256) float64
+        smoothed = gaussian_filter(raw, sigma=4)
+    loss = loss_fucntion(inputs, outputs)
+    features, reconstruction = [summary(f) for f in inputs], [summary(o) for o in outputs]
+    grads = grad_norms(
+        loss, model, ["bn.bn_layer.0.conv1.weight", "bn.conv1.weight", "decoder.layer3.5.conv3.weight"]
+    )
+    model.double()
+    image = image.double()
+    optimizer = torch.optim.Adam(trainable, lr=0.005, betas=(0.5, 0.999))
+    model.bn.train()
+    model.decoder.train()
+    losses = []
+    for _ in range(RD4AD_STEPS):
+        teacher = model.encoder(image)
+        step_loss = loss_fucntion(teacher, model.decoder(model.bn(teacher)))
+        optimizer.zero_grad()
+        step_loss.backward()
+        optimizer.step()
+        losses.append(step_loss.item())
+    state = model.state_dict()
+    return {
+        "config": {"method": "rd4ad", "backbone": "wres50", "protocol": PROTOCOLS["rd4ad"]},
+        **rebuild,
+        "input": summary(image),
+        "trainable_params": sum(p.numel() for p in trainable),
+        "outputs": {
+            "features": features,
+            "reconstruction": reconstruction,
+            "raw_map": summary(torch.from_numpy(raw)[None, None]),
+            "eval_map": summary(torch.from_numpy(smoothed)[None, None]),
+            "image_score": float(np.max(smoothed)),
+            "loss": loss.item(),
+            "grad_norms": grads,
+        },
+        "training": {
+            "optimizer": "Adam lr 0.005 betas (0.5, 0.999), bn and decoder in train mode, float64",
+            "losses": losses,
+            "after": {key: summary(state[key]) for key in RD4AD_STEP_KEYS},
+        },
+    }
 
 
 def _reference_scan(mamba_ssm: Path | None) -> None:

@@ -8,6 +8,8 @@
         dataset=mvtec dataset.root=ROOT dataset.strict=false hydra.run.dir=OURS
     # 3. the issue's three criteria
     python tests/parity/official_eval.py compare --official-json official.json --ours OURS
+    # RD4AD: its file holds bn and decoder only; the encoder goes to /tmp/model_encoder.pth, for ours add
+    #   backbone.weights=/tmp/model_encoder.pth
 
 `official` imports the official code from `--official` (a checkout at the commit of make_fixtures.OFFICIAL,
 its `.cuda()` calls made `.cpu()` as make_fixtures.py says; `easydict`, `tabulate` and, for Dinomaly,
@@ -19,10 +21,11 @@ data root, score), per class I-AUROC and P-AUROC, and the seconds taken.
 
 Only what the CPU needs is changed around the official code, never its arithmetic: `Tensor.cuda` is the
 identity while it runs (UniAD's image score moves the maps to the GPU), `np.int` is `int` (removed from
-numpy 1.24, used by UniAD's label rule), Dinomaly's AUPRO is skipped (not compared, minutes of CPU), and
-the loaders use no worker processes. The official scores are read where the official code computes them:
-Dinomaly's from the arguments of its image-level `roc_auc_score` call, UniAD's from its `EvalImageMax`,
-DualAD's from the model's `pred_image`.
+numpy 1.24, used by UniAD's label rule), Dinomaly's and RD4AD's AUPRO are skipped (not compared, minutes
+of CPU), and the loaders use no worker processes. The official scores are read where the official code
+computes them: Dinomaly's from the arguments of its image-level `roc_auc_score` call, UniAD's from its
+`EvalImageMax`, DualAD's from the model's `pred_image`, RD4AD's from the arguments of its `roc_auc_score`
+calls.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from tests.parity.make_fixtures import (  # noqa: E402
     BACKBONES,
     OFFICIAL,
     PROTOCOLS,
+    Rd4adOfficial,
+    _import_rd4ad_test,
     dinomaly_model,
     fill,
     helper_model,
@@ -55,7 +60,7 @@ from tests.parity.make_fixtures import (  # noqa: E402
 )
 
 # The methods whose official test pipeline this script runs (no Ho config is released), their backbones.
-BACKBONES = {method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he")}
+BACKBONES = {method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he", "rd4ad")}
 SCORE_TOL, AUROC_TOL = 1e-3, 1e-4  # issue 15: scores within 1e-3 of their spread, AUROCs within 1e-4
 
 
@@ -92,6 +97,10 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
     if method == "dinomaly":
         torch.save(state, path)
         return
+    if method == "rd4ad":  # main.py's file; the encoder (torchvision's download there) beside it
+        torch.save({"bn": model.bn.state_dict(), "decoder": model.decoder.state_dict()}, path)
+        torch.save(model.encoder.state_dict(), rd4ad_encoder_file(path))
+        return
     prefix = "module." if method == "uniad" else ""
     trainable = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     torch.save(
@@ -104,6 +113,40 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
         },
         path,
     )
+
+
+def rd4ad_encoder_file(checkpoint: Path) -> Path:
+    """Where the RD4AD encoder's weights go (its checkpoint holds none): `backbone.weights=` for ours."""
+    return checkpoint.with_name(checkpoint.stem + "_encoder.pth")
+
+
+def run_rd4ad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
+    """test.py's `evaluation` per class: MVTecDataset with get_data_transforms(256, 256), batches of 1 in
+    order; the AUROCs are taken unrounded from its two `roc_auc_score` calls (pixel, then image), which it
+    returns rounded to 3 decimals; its AUPRO (pandas) is not run."""
+    from dataset import MVTecDataset, get_data_transforms
+
+    test = _import_rd4ad_test()
+    calls: list[tuple[np.ndarray, np.ndarray]] = []
+    auroc = test.roc_auc_score
+
+    def recorded(y_true: Any, y_score: Any) -> float:
+        calls.append((np.asarray(y_true), np.asarray(y_score)))
+        return auroc(y_true, y_score)
+
+    test.roc_auc_score = recorded
+    test.compute_pro = lambda *args: math.nan
+    transform, gt_transform = get_data_transforms(256, 256)
+    images, metrics = [], {}
+    for cls in classes:
+        dataset = MVTecDataset(str(data / cls), transform, gt_transform, phase="test")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
+        test.evaluation(model.encoder, model.bn, model.decoder, loader, "cpu")
+        (pixel_true, pixel_score), (image_true, image_score) = calls[-2:]
+        assert len(image_score) == len(dataset)
+        images += [(relative(p, data), float(s)) for p, s in zip(dataset.img_paths, image_score)]
+        metrics[cls] = {"I-AUROC": auroc(image_true, image_score), "P-AUROC": auroc(pixel_true, pixel_score)}
+    return images, metrics
 
 
 def run_dinomaly(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
@@ -217,6 +260,8 @@ def official_side(args: argparse.Namespace) -> dict:
     config = None
     if args.method == "dinomaly":
         model = dinomaly_model(args.backbone)
+    elif args.method == "rd4ad":
+        model = Rd4adOfficial()
     else:
         config = official_config(official)
         model = helper_model(config)
@@ -231,6 +276,8 @@ def official_side(args: argparse.Namespace) -> dict:
             images, per_class = run_dinomaly(model, args.data, classes)
         elif args.method == "uniad":
             images, per_class = run_uniad(model, config, args.data, classes)
+        elif args.method == "rd4ad":
+            images, per_class = run_rd4ad(model, args.data, classes)
         else:
             images, per_class = run_dualad(model, config, args.data, classes)
     seconds = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}

@@ -9,6 +9,12 @@ The suite (`hydra.sweeper.methods` x `hydra.sweeper.datasets`, each method on it
 `hydra.sweeper.paper_backbones`) is swept only when the command line sweeps nothing; a job that names a
 method but no backbone runs on each backbone that method's paper reports; a job that names a method and a
 dataset with a paper recipe (`conf/experiment/<method>_<dataset>.yaml`) gets it (`hydra.sweeper.recipes`).
+
+A comparison table (`experiment=seed_table` sets `hydra.sweeper.columns`, method -> recipe) runs one job per
+column, `method=<column> experiment=<recipe>`, for every job of the command line's own sweep (e.g.
+`dataset=mvtec,visa`); under `debug=tiny` each such job also gets `debug_overrides` and its column's
+`debug_column_overrides` (random encoder weights, the synthetic data, masks small enough for the tiny grid),
+except for keys the command line sets itself.
 """
 
 from __future__ import annotations
@@ -49,6 +55,26 @@ def expand_suite(
     return jobs
 
 
+def expand_columns(
+    overrides: list[Override],
+    columns: Mapping[str, str],
+    debug_overrides: Sequence[str] = (),
+    debug_column_overrides: Mapping[str, Sequence[str]] | None = None,
+) -> list[list[str]]:
+    """The jobs of a comparison table: the command line's sweep without its `experiment=` (the table's own)
+    times one job per column (method -> recipe), as the module docstring says."""
+    kept = [o for o in overrides if o.get_key_element() != "experiment"]
+    keys = {o.get_key_element() for o in kept}
+    jobs = []
+    for job in BasicSweeper.split_arguments(kept, None)[0]:
+        tiny = "debug=tiny" in job
+        for method, recipe in columns.items():
+            extra = [*debug_overrides, *(debug_column_overrides or {}).get(method, [])] if tiny else []
+            extra = [o for o in extra if o.split("=", 1)[0] not in keys]
+            jobs.append([*job, f"experiment={recipe}", f"method={method}", *extra])
+    return jobs
+
+
 def _value(job: list[str], key: str) -> str | None:
     return next((o.split("=", 1)[1] for o in job if o.startswith(f"{key}=")), None)
 
@@ -76,14 +102,23 @@ class SuiteSweeper(BasicSweeper):
         datasets: Sequence[str] | None = None,
         paper_backbones: Mapping[str, Sequence[str]] | None = None,
         recipes: bool = True,
+        columns: Mapping[str, str] | None = None,
+        debug_overrides: Sequence[str] | None = None,
+        debug_column_overrides: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.methods = list(methods or [])
         self.datasets = list(datasets or [])
         self.paper_backbones = {k: list(v) for k, v in (paper_backbones or {}).items()}
         self.recipes = recipes
+        self.columns = dict(columns or {})
+        self.debug_overrides = list(debug_overrides or [])
+        self.debug_column_overrides = {k: list(v) for k, v in (debug_column_overrides or {}).items()}
 
     def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
+        if self.columns:
+            jobs = expand_columns(overrides, self.columns, self.debug_overrides, self.debug_column_overrides)
+            return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
         recipes = self.hydra_context.config_loader.get_group_options("experiment") if self.recipes else []
         jobs = expand_suite(overrides, self.methods, self.datasets, self.paper_backbones, recipes)
         return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))

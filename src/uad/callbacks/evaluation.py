@@ -6,8 +6,9 @@ A protocol may add a paper's own reporting rules: its approximate AUPRO as one m
 protocol.aupro_thresholds) and UniAD's flip of an AUROC below 0.5 (protocol.flip_auroc), every flipped
 number listed with its raw value in results["extra"]["flipped_auroc"].
 
-Results are written after every class, atomically, so a crash or a failing class loses nothing that
-was already computed; a class whose evaluation fails is named in `errors` with its cause.
+A class whose evaluation fails is named in `errors` with its cause; the others are kept. The Evaluator
+writes `predictions.csv` and the overlays; its `results` (a `uad.results.Results`) are written once, by
+the run, after its other parts have added theirs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torchmetrics.utilities import dim_zero_cat
 
 from uad.callbacks.visualize import save_overlays
+from uad.data.batch import Batch
 from uad.metrics.functional import (
     SAMPLE_METRICS,
     compute_metrics,
@@ -35,7 +37,7 @@ from uad.metrics.protocol import EvalProtocol
 from uad.metrics.records import EvalRecords
 from uad.metrics.stateful import ImageMetrics, PixelMetrics
 from uad.report.evidence import record_evaluation
-from uad.results import build_results, class_mean, print_table, write_results
+from uad.results import Results, class_mean, print_table
 from uad.utils.io import write_text
 from uad.utils.logging import get_logger
 
@@ -43,7 +45,8 @@ log = get_logger(__name__)
 
 
 class Evaluator(Callback):
-    """Turns the test step's anomaly maps into per-class metrics, results files and logger entries."""
+    """Turns the test step's anomaly maps into per-class metrics (`results`), predictions.csv, overlays and
+    logger entries."""
 
     def __init__(
         self,
@@ -58,7 +61,7 @@ class Evaluator(Callback):
         self.run_info = dict(run_info or {})
         self.overlays_per_class = overlays_per_class
         self.print_table = print_table
-        self.results: dict[str, Any] | None = None
+        self.results: Results | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -79,29 +82,32 @@ class Evaluator(Callback):
         trainer: Trainer,
         pl_module: LightningModule,
         outputs: Any,
-        batch: dict,
+        batch: Batch,
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         maps = self.protocol.maps_for_eval(outputs["anomaly_map"])  # (B, h, w) float32
-        scores = self.protocol.image_scores(maps)  # (B,)
+        scores = self.protocol.image_scores(maps, outputs.get("image_score"))  # (B,)
         masks = self.protocol.masks_for_eval(batch["mask"])  # (B, h, w) bool
+        labels = self.protocol.labels(batch["label"], batch["mask"], batch["has_mask"])  # (B,)
         index = batch["index"].cpu()
-        self.image_metrics.update(scores, batch["label"], index)
+        self.image_metrics.update(scores, labels, index)
         self.pixel_metrics.update(maps, masks, index)
         for i, *meta in zip(
             index.tolist(), batch["class_name"], batch["defect"], batch["path"], batch["sample_key"]
         ):
             self._meta[i] = tuple(meta)
-        self._keep_overlays(batch, maps, masks)
+        self._keep_overlays(batch, maps, masks, labels)
 
-    def _keep_overlays(self, batch: dict, maps: torch.Tensor, masks: torch.Tensor) -> None:
+    def _keep_overlays(
+        self, batch: Batch, maps: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
+    ) -> None:
         """Keep a few images per class for the overlay PNGs: defective ones first, one good one."""
         if self.overlays_per_class <= 0:
             return
         for i, name in enumerate(batch["class_name"]):
             kept = self._overlays.setdefault(name, [])
-            label = int(batch["label"][i])
+            label = int(labels[i])
             quota = 1 if label == 0 else self.overlays_per_class - 1
             if sum(k["label"] == label for k in kept) >= quota:
                 continue
@@ -153,10 +159,10 @@ class Evaluator(Callback):
             if self.output_dir:  # what report.html shows beyond results.json (uad.report)
                 record_evaluation(self.output_dir, records, self.protocol.fpr_limit, trainer)
             if self.print_table:
-                print_table(self.results)
+                print_table(self.results.to_json())
         self._reset()
 
-    def evaluate(self, records: EvalRecords, trainer: Trainer | None = None) -> dict[str, Any]:
+    def evaluate(self, records: EvalRecords, trainer: Trainer | None = None) -> Results:
         classes = list(dict.fromkeys(records.class_name))
         per_class: dict[str, dict[str, float]] = {}
         per_defect: dict[str, dict[str, Any]] = {}
@@ -179,18 +185,16 @@ class Evaluator(Callback):
             except Exception as err:  # one failing class must not lose the others
                 errors[name] = f"{type(err).__name__}: {err}"
                 log.error("evaluation of class '%s' failed:\n%s", name, traceback.format_exc())
-            extra = _sample_extra(samples) if samples else {}
-            if self.protocol.flip_auroc:
-                extra["flipped_auroc"] = flipped
-            results = build_results(
-                per_class, self.protocol.as_dict(), self.run_info, per_defect, counts, errors, extra
-            )
-            if self.output_dir:
-                write_results(self.output_dir, results)  # after every class: a crash keeps what is done
+        extra = _sample_extra(samples) if samples else {}
+        if self.protocol.flip_auroc:
+            extra["flipped_auroc"] = flipped
+        results = Results(
+            per_class, self.protocol.as_dict(), dict(self.run_info), per_defect, counts, errors, extra
+        )
         if self.output_dir and self._overlays:
             save_overlays(self.output_dir / "overlays", self._overlays, records)
         if trainer is not None:
-            _log_to_loggers(trainer, results)
+            _log_to_loggers(trainer, results.to_json())
         return results
 
     def _class_metrics(

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
 
+from uad.errors import ConfigError
 from uad.metrics.functional import ranking_metrics
 from uad.metrics.protocol import EvalProtocol
 from uad.utils.logging import get_logger
@@ -31,9 +32,9 @@ class TestSetSelection(Callback):
 
     def __init__(self, protocol: EvalProtocol, every_n_epochs: int, metric: str = "I-AUROC") -> None:
         if metric not in METRICS:
-            raise ValueError(f"selection.metric '{metric}' is not one of {METRICS}")
+            raise ConfigError(f"selection.metric '{metric}' is not one of {METRICS}")
         if every_n_epochs < 1:
-            raise ValueError(f"selection.every_n_epochs must be >= 1 (or null: off); got {every_n_epochs}")
+            raise ConfigError(f"selection.every_n_epochs must be >= 1 (or null: off); got {every_n_epochs}")
         self.protocol, self.every_n_epochs, self.metric = protocol, every_n_epochs, metric
         self.best, self.epoch = -math.inf, None
         self.history: list[dict[str, float]] = []
@@ -77,11 +78,18 @@ class TestSetSelection(Callback):
         was_training = pl_module.training
         pl_module.eval()
         for batch in datamodule.test_dataloader():
-            maps = self.protocol.maps_for_eval(pl_module.net(batch["image"].to(pl_module.device)).anomaly_map)
+            output = pl_module.net(
+                batch["image"].to(pl_module.device), batch["class_id"].to(pl_module.device)
+            )
+            maps = self.protocol.maps_for_eval(output.anomaly_map)
             if pixel:
                 values, truth = maps.cpu().flatten(1), self.protocol.masks_for_eval(batch["mask"]).flatten(1)
             else:
-                values, truth = self.protocol.image_scores(maps).cpu()[:, None], batch["label"][:, None]
+                scores = self.protocol.image_scores(maps, output.image_score).cpu()[:, None]
+                values, truth = (
+                    scores,
+                    self.protocol.labels(batch["label"], batch["mask"], batch["has_mask"])[:, None],
+                )
             for name, v, t in zip(batch["class_name"], values, truth):
                 scores[name].append(v)
                 labels[name].append(t)

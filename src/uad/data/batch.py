@@ -12,7 +12,8 @@ class Batch(TypedDict):
 
     image: Tensor  # (B, 3, H, W) float32, ImageNet-normalised
     mask: Tensor  # (B, 1, H, W) uint8 in {0, 1}
-    label: Tensor  # (B,) 0 = good, 1 = defective
+    label: Tensor  # (B,) the folder's: 0 = good, 1 = defective (protocol.labels applies label_rule)
+    has_mask: Tensor  # (B,) bool: the image has a mask file
     index: Tensor  # (B,) dataset index, the key evaluation de-duplicates on
     class_id: Tensor  # (B,)
     class_name: list[str]

@@ -19,9 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 from uad.data.dataset import AnomalyDataset, check_images
 from uad.data.feature_cache import CachedTrainLoader, CachedTrainSet, FeatureCache
 from uad.data.readers import Catalog, check_counts, count, open_catalog, select_classes
+from uad.data.resumable import ResumableLoader
 from uad.data.samples import Sample
 from uad.data.synthetic import SyntheticSpec, ensure_synthetic
 from uad.data.transforms import InputTransform
+from uad.errors import ConfigError
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -51,14 +53,14 @@ def build_augment(entries: Sequence[Mapping[str, Any] | A.BasicTransform] | None
             transforms.append(entry)
             continue
         if not isinstance(entry, Mapping) or "_target_" not in entry:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.augment[{i}] is {entry!r}: each entry needs a `_target_`, e.g. "
                 f"{{_target_: albumentations.HorizontalFlip, p: 0.5}}"
             )
         try:
             transforms.append(instantiate(dict(entry)))
         except Exception as err:
-            raise ValueError(f"dataset.augment[{i}] ({entry['_target_']}) cannot be built: {err}") from err
+            raise ConfigError(f"dataset.augment[{i}] ({entry['_target_']}) cannot be built: {err}") from err
     return A.Compose(transforms)
 
 
@@ -72,8 +74,8 @@ class AnomalyDataModule(LightningDataModule):
     trains one per class). strict: the counts of an official dataset must match the reference (false:
     partial copies).
     protocol: the run's protocol config (`dataset.protocol: ${protocol}`; a flat mapping): the data module
-    reads its input pipeline (`InputTransform.from_protocol`; `uad.data.transforms` documents each paper's
-    steps) and its label rule from it, so it has no input size of its own.
+    reads its input pipeline from it (`InputTransform.from_protocol`; `uad.data.transforms` documents each
+    paper's steps), so it has no input size of its own.
     cache: decode and resize every image once into memory (small sets; shared with worker processes).
     check_images: check at set-up that every image file is whole (cheap: no full decode), so that a broken
     test image is reported before training rather than after it.
@@ -108,9 +110,9 @@ class AnomalyDataModule(LightningDataModule):
         super().__init__()
         self.drop_last = drop_last  # Dinomaly's official loader drops the last incomplete training batch
         if setting not in SETTINGS:
-            raise ValueError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
+            raise ConfigError(f"dataset.setting '{setting}' is not one of {SETTINGS}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset.val_fraction must be in [0, 1) (0 = train on every image); got {val_fraction}"
             )
         self.val_fraction = val_fraction
@@ -128,7 +130,6 @@ class AnomalyDataModule(LightningDataModule):
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.transform = InputTransform.from_protocol(protocol)
-        self.label_rule = protocol.get("label_rule", "folder")
         self.augment = list(augment or [])
         self.feature_cache: FeatureCache | None = None  # set by uad.builders.attach_feature_cache
         self.synthetic_spec = SyntheticSpec(**(synthetic or {}))
@@ -179,15 +180,13 @@ class AnomalyDataModule(LightningDataModule):
         test = [s for c in self.class_names for s in found[c].test]
         if self.check_images:
             check_images([*train, *heldout, *test], threads=max(4, self.num_workers))
-        self.train_set = AnomalyDataset(
-            train, self.transform, self.class_names, self.label_rule, build_augment(self.augment)
-        )
-        self.heldout_set = AnomalyDataset(heldout, self.transform, self.class_names, self.label_rule)
+        self.train_set = AnomalyDataset(train, self.transform, self.class_names, build_augment(self.augment))
+        self.heldout_set = AnomalyDataset(heldout, self.transform, self.class_names)
         if heldout:
             log.info(
                 "held back %d normal training images for calibration (dataset.val_fraction)", len(heldout)
             )
-        self.test_set = AnomalyDataset(test, self.transform, self.class_names, self.label_rule)
+        self.test_set = AnomalyDataset(test, self.transform, self.class_names)
         log.info(
             "%s: %d classes, %d train / %d test images (%s setting)",
             self.name,
@@ -205,12 +204,12 @@ class AnomalyDataModule(LightningDataModule):
         catalog = open_catalog(self.name, Path(root).expanduser(), self.options)
         names = [c for c in self.class_names if c in catalog]
         if not names:
-            raise ValueError(
+            raise ConfigError(
                 f"calibration.root '{root}' holds none of the trained classes {self.class_names}; give a "
                 f"folder in the {self.name} layout (<class>/test/<good|defect>/..., <class>/ground_truth/...)"
             )
         samples = [s for c in names for s in catalog[c]().test]
-        return AnomalyDataset(samples, self.transform, self.class_names, self.label_rule)
+        return AnomalyDataset(samples, self.transform, self.class_names)
 
     def _fill_caches(self) -> None:
         estimate = (len(self.train_set) + len(self.test_set)) * self.transform.image_size**2 * 4
@@ -245,7 +244,7 @@ class AnomalyDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         drop_last = self.drop_last
         if self.feature_cache is None:
-            return self._loader(self.train_set, True, self.batch_size, drop_last)
+            return self._loader(self.train_set, True, self.batch_size, drop_last, cls=ResumableLoader)
         # no persistent workers: they would not see the cache fill; once full, epochs run in-process
         cached = CachedTrainSet(self.train_set, self.feature_cache)
         return self._loader(cached, True, self.batch_size, drop_last, persistent=False, cls=CachedTrainLoader)

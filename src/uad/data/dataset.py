@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from uad.data.masks import DecodedMask, decode_mask
 from uad.data.samples import DatasetLayoutError, Sample
-from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
+from uad.data.transforms import InputTransform
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,7 +34,7 @@ def decode_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             return pil_to_rgb(img)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         raise DatasetLayoutError(
             f"cannot read image '{path}' ({err}). The file is unreadable or truncated: replace it, or "
             f"remove it from the dataset."
@@ -98,9 +98,8 @@ def load_mask(sample: Sample, shape: tuple[int, int], decode: str = "uad") -> De
 class AnomalyDataset(Dataset):
     """Samples of one or more classes; `class_names` fixes the class ids across splits.
 
-    label_rule: where an image's label comes from: `folder` (the reader's label: `good` or not) or `mask`
-    (UniAD's evaluation: defective iff its mask at the input size has a defect pixel; an image without a
-    mask file keeps its folder label).
+    An item's `label` is the reader's (`good` or not); an evaluation rule that reads labels off the masks
+    (`protocol.label_rule=mask`) is the evaluation's, with the item's `has_mask`.
     augment: called as `augment(image=, mask=)` on the resized uint8 arrays, returning the same keys (an
     albumentations `Compose`; training images only).
     With `cache`, `fill_cache()` decodes and resizes every image once (uint8, in the main process, so
@@ -112,15 +111,12 @@ class AnomalyDataset(Dataset):
         samples: Sequence[Sample],
         transform: InputTransform,
         class_names: Sequence[str],
-        label_rule: str = "folder",
         augment: Callable[..., dict] | None = None,
     ) -> None:
-        check_choice("label_rule", label_rule, LABEL_RULES)
         self.samples = list(samples)
         self.transform = transform
         self.class_names = list(class_names)
         self.class_ids = {name: i for i, name in enumerate(self.class_names)}
-        self.label_rule = label_rule
         self.augment = augment
         self.cache: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._logged_empty_mask = False
@@ -148,11 +144,7 @@ class AnomalyDataset(Dataset):
         if self._logged_empty_mask:
             return
         self._logged_empty_mask = True
-        effect = (
-            "counts as good (protocol.label_rule=mask)"
-            if self.label_rule == "mask"
-            else "stays defective for the image metrics and adds no defective pixels"
-        )
+        effect = "adds no defective pixels; it stays defective unless protocol.label_rule=mask"
         cause = (
             f"its defect pixels are lost by protocol.mask_resize={self.transform.mask_resize} + "
             f"mask_rule={self.transform.mask_rule} at {self.transform.image_size} px "
@@ -180,13 +172,11 @@ class AnomalyDataset(Dataset):
             augmented = self.augment(image=image, mask=mask)
             image, mask = augmented["image"], augmented["mask"]
         image, mask = self.transform.finish(image, mask)
-        label = sample.label
-        if self.label_rule == "mask" and sample.mask_path is not None:
-            label = int(bool(mask.any()))
         return {
             "image": image,  # (3, H, W) float, ImageNet-normalised
             "mask": mask,  # (1, H, W) uint8 in {0, 1}
-            "label": label,
+            "label": sample.label,
+            "has_mask": sample.mask_path is not None,
             "index": index,
             "class_id": self.class_ids[sample.class_name],
             "class_name": sample.class_name,

@@ -23,6 +23,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from uad.data.resumable import ResumableLoader
+from uad.errors import ConfigError
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,7 +32,7 @@ log = get_logger(__name__)
 MODES = ("memory", "disk")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
-Features = dict[str, Tensor]  # as uad.methods.base.Features (not imported: the data room stays model-free)
+Features = dict[str, Tensor]  # as uad.methods.base.Features (not imported: the data package stays model-free)
 
 
 class FeatureCache:
@@ -50,9 +52,9 @@ class FeatureCache:
         dir: str | Path | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"feature_cache.mode '{mode}' is not one of {MODES} (none: feature_cache=none)")
+            raise ConfigError(f"feature_cache.mode '{mode}' is not one of {MODES} (none: feature_cache=none)")
         if dtype not in DTYPES:
-            raise ValueError(f"feature_cache.dtype '{dtype}' is not one of {sorted(DTYPES)}")
+            raise ConfigError(f"feature_cache.dtype '{dtype}' is not one of {sorted(DTYPES)}")
         self.mode = mode
         self.dtype = DTYPES[dtype]
         self.ram_budget_bytes = int(ram_budget_gb * 2**30)
@@ -213,12 +215,12 @@ class CachedTrainSet(Dataset):
         return {"index": index} if self.cache.full else self.dataset[index]
 
 
-class CachedTrainLoader(DataLoader):
-    """The training loader over a `CachedTrainSet`: its workers decode and encode the first epoch; once the
-    cache is full an epoch yields indices only, so it runs in this process and starts no workers (their
-    start-up would be all the loader's cost). The same batch sampler draws the order, and a one-process
-    iterator draws the same random numbers as a multi-process one, so the batches are those a loader with
-    workers would give."""
+class CachedTrainLoader(ResumableLoader):
+    """The training loader over a `CachedTrainSet` (resumable mid-epoch: `uad.data.resumable`): its workers
+    decode and encode the first epoch; once the cache is full an epoch yields indices only, so it runs in
+    this process and starts no workers (their start-up would be all the loader's cost). The same batch
+    sampler draws the order, and a one-process iterator draws the same random numbers as a multi-process
+    one, so the batches are those a loader with workers would give."""
 
     def __iter__(self):
         if self.num_workers == 0 or not self.dataset.cache.full:

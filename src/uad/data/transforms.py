@@ -50,10 +50,10 @@ from torch import Tensor
 
 from uad.data.masks import MASK_DECODES
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
+from uad.errors import ConfigError
 
 RESIZES = ("cv2", "pil")
 MASK_RULES = ("binarize_first", "resize_then_threshold", "resize_then_truncate")
-LABEL_RULES = ("folder", "mask")
 CV2_FILTERS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC}
 PIL_FILTERS = {
     "linear": Image.Resampling.BILINEAR,
@@ -79,7 +79,7 @@ def resize_array(array: np.ndarray, size: int, library: str, interpolation: int)
 def check_choice(key: str, value: str, allowed: tuple[str, ...] | dict) -> None:
     """One error for a protocol key outside its choices, naming the key, the choices and where to set it."""
     if value not in allowed:
-        raise ValueError(f"protocol.{key} '{value}' is not one of {sorted(allowed)} (conf/protocol/)")
+        raise ConfigError(f"protocol.{key} '{value}' is not one of {sorted(allowed)} (conf/protocol/)")
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,9 @@ class InputTransform:
         check_choice("mask_rule", self.mask_rule, MASK_RULES)
         check_choice("mask_decode", self.mask_decode, MASK_DECODES)
         if not 0.0 <= self.mask_threshold < 1.0:
-            raise ValueError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
+            raise ConfigError(f"protocol.mask_threshold must be in [0, 1); got {self.mask_threshold}")
         if self.crop_size is not None and self.crop_size > self.image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.crop_size {self.crop_size} exceeds protocol.image_size {self.image_size}; "
                 f"set a crop no larger than the resize"
             )

@@ -20,6 +20,7 @@ from uad.encoders.weights import (
     package_weights_path,
     read_state_dict,
 )
+from uad.errors import ConfigError
 
 
 class Encoder(nn.Module):
@@ -76,8 +77,7 @@ class Encoder(nn.Module):
                 self.weights_source = _source(path)
                 with torch.device("meta"):
                     full = timm.create_model(spec.timm_name, pretrained=False)
-                source, needed = f"weights '{self.weights_source}'", set(net.state_dict())
-                state = match_keys(read_state_dict(path, spec), full, source, needed)
+                state = match_keys(read_state_dict(path, spec), full, f"weights '{self.weights_source}'")
                 load_into(net, state, f"weights '{self.weights_source}'")
         if isinstance(net, EfficientNetFeatures):  # it runs every block; keep those up to the last tap
             last = net.feature_info.module_name()[-1]  # e.g. "blocks.4"
@@ -90,12 +90,12 @@ class Encoder(nn.Module):
         spec = self.spec
         patch = spec.patch_size
         if self.input_size % patch:
-            raise ValueError(
+            raise ConfigError(
                 f"backbone '{spec.name}' has {patch}-pixel patches; the input size {self.input_size} "
                 f"is not a multiple of {patch} (Dinomaly uses 392 = 28 x 14)"
             )
         if max(self.taps) >= spec.depth:
-            raise ValueError(f"backbone.taps {self.taps} exceed the blocks of '{spec.name}'")
+            raise ConfigError(f"backbone.taps {self.taps} exceed the blocks of '{spec.name}'")
         kwargs = {"img_size": self.input_size, "num_classes": 0}
         if spec.pos_offset is not None:  # keep the native grid; `_pos_embed` resamples it per input
             kwargs = {"img_size": spec.native_size, "num_classes": 0, "dynamic_img_size": True}

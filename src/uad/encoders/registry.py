@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from uad.errors import UserKeyError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
@@ -65,7 +67,7 @@ def list_encoders() -> list[str]:
 
 def get_spec(name: str) -> EncoderSpec:
     if name not in _REGISTRY:
-        raise KeyError(f"unknown backbone '{name}'. Known backbones: {', '.join(list_encoders())}")
+        raise UserKeyError(f"unknown backbone '{name}'. Known backbones: {', '.join(list_encoders())}")
     return _REGISTRY[name]()
 
 

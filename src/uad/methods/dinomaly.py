@@ -7,7 +7,7 @@ Encoder taps and decoder outputs are fused in two groups (shallow encoder taps w
 blocks) and compared by **loose reconstruction**: one cosine distance per image and group, with hard
 mining that shrinks the gradient of well-reconstructed points. The anomaly map is the mean over the
 groups of the point-wise 1 - cos, upsampled to the input (bilinear, align_corners=True); the protocol
-(`conf/protocol/dinomaly.yaml`) resizes it to 256, smooths it and scores the mean of its top 1 %.
+(`conf/protocol/dinomaly392.yaml`) resizes it to 256, smooths it and scores the mean of its top 1 %.
 
 The structure follows the official code (`guojiajeremy/Dinomaly`: `models/uad.py` `ViTill`,
 `dinomaly_*_uni.py`): all tokens, cls and registers included, pass bottleneck and decoder and are dropped
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder
+from uad.errors import ConfigError
 from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 from uad.nn.linear_attention import LinearAttention
@@ -70,6 +71,12 @@ def trunc_normal_init_(module: nn.Module, std: float = 0.01, bound: float = 0.03
 
 
 class Dinomaly(AnomalyNet):
+    """Noisy MLP bottleneck + linear-attention ViT decoder over the mean of the encoder's middle taps,
+    trained by loose (grouped, hard-mined) cosine reconstruction. dropout: the bottleneck's noise;
+    bottleneck_ratio, num_blocks, num_heads, mlp_ratio: the bottleneck's and decoder's sizes (num_heads None:
+    the encoder's); the other arguments as the paper's code sets them (see the module docstring for the
+    CNN variant)."""
+
     def __init__(
         self,
         encoder: Encoder,
@@ -121,7 +128,9 @@ class Dinomaly(AnomalyNet):
             ("decoder_groups", self.decoder_groups, blocks),
         ):
             if not all(groups) or any(not 0 <= i < limit for g in groups for i in g):
-                raise ValueError(f"method.model.{name} {groups} must be non-empty lists of indices < {limit}")
+                raise ConfigError(
+                    f"method.model.{name} {groups} must be non-empty lists of indices < {limit}"
+                )
 
     # -- the paper's forward pass -----------------------------------------------------------------
 

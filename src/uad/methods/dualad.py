@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder, EncoderSpec
+from uad.errors import ConfigError
 from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 from uad.nn.attention import (
@@ -117,7 +118,7 @@ class DualAD(AnomalyNet):
     ) -> None:
         super().__init__(encoder)
         if variant not in VARIANTS:
-            raise ValueError(f"method.model.variant '{variant}' is not one of {VARIANTS}")
+            raise ConfigError(f"method.model.variant '{variant}' is not one of {VARIANTS}")
         self.variant = variant
         self.levels = list(encoder.channels)
         self.grid = self._grid(encoder)

@@ -16,6 +16,9 @@ from uad.nn.align import align_avgpool
 
 
 class FeatRec(AnomalyNet):
+    """A per-position auto-encoder over the encoder's levels averaged onto one stride-16 grid; the map is
+    its reconstruction error. hidden_dim / bottleneck_dim: the widths of its 1x1 convolutions."""
+
     def __init__(self, encoder: Encoder, hidden_dim: int = 256, bottleneck_dim: int = 64) -> None:
         super().__init__(encoder)
         channels = sum(encoder.channels)

@@ -8,9 +8,9 @@ those already picked, distances measured after a random Gaussian projection to `
 paper does for speed). A test patch's score is the distance to its nearest bank feature of the image's
 class; the patch map is upsampled bilinearly to the input and blurred (Gaussian, sigma 4) as the paper.
 
-Image score: the paper's is the largest patch distance (optionally reweighted by the neighbourhood of its
-nearest bank feature; not implemented here). The suite's Evaluator scores every method from its map, so
-the `patchcore` protocol takes the max of the blurred map: the largest patch distance after the blur.
+Image score (`NetOutput.image_score`, taken by the protocol's `score: net`): the paper's, the largest patch
+distance reweighted by how isolated that patch's nearest bank feature is among its `num_neighbors` nearest
+bank features (`reweighted_score`); `protocol.score=max` scores the blurred map instead.
 
 Banks are one pair of buffers (`bank` (N, D) and `bank_class` (N,)), so checkpoints carry them; a batch
 without class ids (None) is scored against every class's bank.
@@ -72,12 +72,39 @@ def greedy_coreset(features: Tensor, count: int, projection_dim: int | None = 12
     return chosen
 
 
-def nearest_distance(queries: Tensor, bank: Tensor) -> Tensor:
-    """Euclidean distance (Q,) from each query (Q, D) to its nearest row of `bank` (M, D): exact, chunked."""
-    return torch.cat([torch.cdist(chunk, bank).amin(1) for chunk in queries.split(SEARCH_CHUNK)])
+def nearest_neighbours(queries: Tensor, bank: Tensor) -> tuple[Tensor, Tensor]:
+    """Euclidean distance (Q,) from each query (Q, D) to its nearest row of `bank` (M, D), and that row's
+    index (Q,): exact, chunked."""
+    nearest = [torch.cdist(chunk, bank).min(1) for chunk in queries.split(SEARCH_CHUNK)]
+    return torch.cat([n.values for n in nearest]), torch.cat([n.indices for n in nearest])
+
+
+def reweighted_score(
+    queries: Tensor, distances: Tensor, nearest: Tensor, bank: Tensor, num_neighbors: int
+) -> Tensor:
+    """The paper's image score (its eq. 7) of each image (B,), from its patch features `queries` (B, P, D),
+    their nearest-neighbour distances (B, P) and nearest bank rows (B, P) in `bank` (M, D):
+    s = (1 - exp|m_test* - m*| / sum_{m in N_b(m*)} exp|m_test* - m|) s*, where m_test* is the patch with the
+    largest distance s* = |m_test* - m*| to its nearest bank feature m*, and N_b(m*) the b nearest bank
+    features of m* (m* among them). The weight is small when m* is far from other normal features (a rare
+    normal pattern) and the test patch is as close to those as to m*."""
+    rows = torch.arange(len(queries), device=queries.device)
+    star = distances.argmax(1)  # (B,) the patch m_test*
+    s_star = distances[rows, star]  # (B,)
+    m_test, m_star = queries[rows, star], bank[nearest[rows, star]]  # (B, D) each
+    support = torch.cdist(m_star, bank).topk(min(num_neighbors, len(bank)), largest=False).indices  # (B, b)
+    to_support = torch.cdist(m_test[:, None], bank[support])[:, 0]  # (B, b)
+    # exp(s*) / sum exp(d) written as 1 / sum exp(d - s*): no overflow for large distances
+    return (1 - 1 / torch.exp(to_support - s_star[:, None]).sum(1)) * s_star
 
 
 class PatchCore(MemoryBankNet):
+    """Per-class memory banks of locally aggregated mid-level patch features, scored by nearest-neighbour
+    distance. feature_dim: channel-pool the patch features to this width (None: keep them);
+    coreset_ratio: the share of each class's training patches kept; projection_dim: the random projection
+    of the coreset distances; blur_sigma: the map's Gaussian blur; num_neighbors: b of the image score's
+    reweighting; seed: the coreset start and projection."""
+
     uses_class_id = True
 
     def __init__(
@@ -87,6 +114,7 @@ class PatchCore(MemoryBankNet):
         coreset_ratio: float = 0.1,
         projection_dim: int | None = 128,
         blur_sigma: float = 4.0,
+        num_neighbors: int = 9,
         seed: int = 0,
     ) -> None:
         super().__init__(encoder)
@@ -97,12 +125,17 @@ class PatchCore(MemoryBankNet):
         self.feature_dim = feature_dim
         self.coreset_ratio = coreset_ratio
         self.projection_dim = projection_dim
+        if num_neighbors < 2:
+            raise ValueError(
+                f"method.model.num_neighbors must be >= 2 (with 1, the paper's reweighting makes every image "
+                f"score 0); got {num_neighbors}"
+            )
         self.blur_sigma = blur_sigma
+        self.num_neighbors = num_neighbors
         self.seed = seed
         dim = feature_dim or sum(encoder.channels)
         self.register_buffer("bank", torch.zeros(0, dim))
         self.register_buffer("bank_class", torch.zeros(0, dtype=torch.long))
-        self._remembered: dict[int, list[Tensor]] = {}
 
     @classmethod
     def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...] | None:
@@ -115,26 +148,20 @@ class PatchCore(MemoryBankNet):
     def extract(self, images: Tensor) -> Features:
         return {"patches": patch_features(self.encoder.feature_maps(images), self.feature_dim)}
 
-    def remember(self, features: Features, class_id: Tensor) -> None:
-        patches = features["patches"].permute(0, 2, 3, 1).flatten(1, 2)  # (B, H_0*W_0, D)
-        for cls in class_id.unique().tolist():
-            self._remembered.setdefault(cls, []).append(patches[class_id == cls].flatten(0, 1).cpu())
-
-    def build_memory(self) -> None:
-        if not self._remembered:
-            raise RuntimeError("PatchCore.build_memory: no training features were remembered")
+    def fit(self, features: Features, class_id: Tensor) -> None:
+        patches = features["patches"].permute(0, 2, 3, 1).flatten(1, 2)  # (N, H_0*W_0, D)
         banks, classes = [], []
-        for cls, parts in sorted(self._remembered.items()):
-            features = torch.cat(parts)  # (N, D)
-            count = max(1, round(self.coreset_ratio * len(features)))
-            banks.append(features[greedy_coreset(features, count, self.projection_dim, self.seed)])
+        for cls in class_id.unique().tolist():
+            train = patches[class_id == cls].flatten(0, 1)  # (n * H_0*W_0, D)
+            count = max(1, round(self.coreset_ratio * len(train)))
+            banks.append(train[greedy_coreset(train, count, self.projection_dim, self.seed)])
             classes.append(torch.full((count,), cls, dtype=torch.long))
-        self._remembered = {}
         device = self.bank.device
         self.bank = torch.cat(banks).to(device)
         self.bank_class = torch.cat(classes).to(device)
 
     def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
+        """The nearest-neighbour search (the contract's `reconstruct`: this network's non-encoder part)."""
         if len(self.bank) == 0:
             raise RuntimeError(
                 "PatchCore has no memory bank: fit it (one training epoch) or load a checkpoint"
@@ -144,22 +171,27 @@ class PatchCore(MemoryBankNet):
         queries = patches.permute(0, 2, 3, 1).reshape(b, h * w, d)  # (B, H_0*W_0, D)
         class_id = features.get("class_id")  # (B,); None or UNKNOWN_CLASS: every class's bank
         if class_id is None:
-            distances = nearest_distance(queries.flatten(0, 1), self.bank).view(b, h * w)
-        else:
-            distances = torch.empty(b, h * w, device=patches.device)
-            for cls in class_id.unique().tolist():
-                bank = self.bank if cls == UNKNOWN_CLASS else self.bank[self.bank_class == cls]
-                if len(bank) == 0:
-                    raise KeyError(f"PatchCore has no memory bank for class id {cls}: it was not in training")
-                rows = class_id == cls
-                distances[rows] = nearest_distance(queries[rows].flatten(0, 1), bank).view(-1, h * w)
+            class_id = torch.full((b,), UNKNOWN_CLASS, device=patches.device)
+        distances = torch.empty(b, h * w, device=patches.device)
+        scores = torch.empty(b, device=patches.device)
+        for cls in class_id.unique().tolist():
+            bank = self.bank if cls == UNKNOWN_CLASS else self.bank[self.bank_class == cls]
+            if len(bank) == 0:
+                raise KeyError(f"PatchCore has no memory bank for class id {cls}: it was not in training")
+            rows = class_id == cls
+            found, nearest = nearest_neighbours(queries[rows].flatten(0, 1), bank)
+            distances[rows] = found.view(-1, h * w)
+            scores[rows] = reweighted_score(
+                queries[rows], distances[rows], nearest.view(-1, h * w), bank, self.num_neighbors
+            )
         patch_map = distances.view(b, 1, h, w)
         anomaly_map = F.interpolate(patch_map, size=size, mode="bilinear", align_corners=False)
         if self.blur_sigma > 0:
             kernel = gaussian_kernel(self.blur_sigma, 0).to(anomaly_map.device)
             pad = kernel.shape[-1] // 2
             anomaly_map = F.conv2d(F.pad(anomaly_map, (pad,) * 4, mode="reflect"), kernel[None, None])
-        return NetOutput(anomaly_map.float(), {"patches": patches, "patch_map": patch_map})
+        tensors = {"patches": patches, "patch_map": patch_map}
+        return NetOutput(anomaly_map.float(), tensors, image_score=scores)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # a bank's size is known only once fitted: take the checkpoint's shapes before copying

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from uad.data.transforms import LABEL_RULES, InputTransform, check_choice
+from uad.data.transforms import InputTransform, check_choice
+from uad.errors import ConfigError
 from uad.metrics.functional import FPR_RESCALES
 
-SCORE_RULES = ("max", "avgpool_max", "topk_mean")
+SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
+SMOOTHING_PADDINGS = ("zeros", "symmetric")
+LABEL_RULES = ("folder", "mask")
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-SMOOTHING_PADDINGS = ("zeros", "reflect")
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
 
@@ -33,11 +35,15 @@ def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
     return (k / k.sum()).float()
 
 
-def _reflect_index(n: int, radius: int) -> Tensor:
-    """Indices that pad a length-n axis by `radius` on each side with its mirror image, edge included
-    (scipy.ndimage's 'reflect'; numpy's 'symmetric'), for radius <= n."""
-    inner = torch.arange(n)
-    return torch.cat([inner[:radius].flip(0), inner, inner[n - radius :].flip(0)])
+def symmetric_pad(maps: Tensor, pad: int) -> Tensor:
+    """Pad the last two dims by `pad` with their edge-inclusive mirror image (d c b a | a b c d | d c b a),
+    scipy.ndimage's default "reflect" mode, which torch's "reflect" (edge excluded) is not."""
+    for dim in (-2, -1):
+        n = maps.shape[dim]
+        index = torch.arange(-pad, n + pad, device=maps.device)
+        index = torch.where(index < 0, -index - 1, torch.where(index >= n, 2 * n - 1 - index, index))
+        maps = maps.index_select(dim, index.clamp(0, n - 1))
+    return maps
 
 
 @dataclass(frozen=True)
@@ -49,14 +55,16 @@ class EvalProtocol:
     (`conf/protocol/`) is flat: `from_config` gives the input keys to `input` and the rest to the protocol.
     name: the preset's name, recorded with every result.
     label_rule: `folder` (the dataset's good / defective) or `mask` (defective iff the mask at the input size
-    has a defect pixel: UniAD). `uad.data.transforms` writes out each paper's steps.
+    has a defect pixel: UniAD; an image without a mask file keeps its folder label), applied by `labels`
+    wherever the evaluation reads labels. `uad.data.transforms` writes out each paper's steps.
     eval_size: maps and masks are resized to this for the metrics (None = the input size); maps bilinearly
     (align_corners=False), masks with nearest neighbour.
-    smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), kernel smoothing_kernel (0 =
-    2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4); smoothing_padding: `zeros` or `reflect` (scipy's
-    gaussian_filter default, the edge sample repeated: d c b a | a b c d; ADer's evaluator).
-    score: image score rule: "max"; "avgpool_max" (max of the score_kernel x score_kernel, stride-1
-    average-pooled map: UniAD, DualAD); "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
+    smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
+    smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4); smoothing_padding `zeros`
+    (Dinomaly's conv2d) or `symmetric` (scipy's gaussian_filter: RD4AD, ADer).
+    score: image score rule: "net" (the network's own, `NetOutput.image_score`: PatchCore's); "max";
+    "avgpool_max" (max of the score_kernel x score_kernel, stride-1 average-pooled map: UniAD, DualAD);
+    "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
     fpr_limit: AUPRO integrates PRO over FPR in [0, fpr_limit] (0.3 everywhere in the field).
     pixel_bins: None = exact pixel metrics; an int = rank-space binned pixel metrics with about that many
     bins (within 1e-3 of exact; for Real-IAD-size classes).
@@ -88,26 +96,29 @@ class EvalProtocol:
 
     def __post_init__(self) -> None:
         if self.score not in SCORE_RULES:
-            raise ValueError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
+            raise ConfigError(f"protocol.score '{self.score}' is not one of {SCORE_RULES}")
+        if self.smoothing_padding not in SMOOTHING_PADDINGS:
+            raise ConfigError(
+                f"protocol.smoothing_padding '{self.smoothing_padding}' is not one of {SMOOTHING_PADDINGS}"
+            )
         check_choice("label_rule", self.label_rule, LABEL_RULES)
-        check_choice("smoothing_padding", self.smoothing_padding, SMOOTHING_PADDINGS)
         if not 0.0 < self.fpr_limit <= 1.0:
-            raise ValueError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
+            raise ConfigError(f"protocol.fpr_limit must be in (0, 1]; got {self.fpr_limit}")
         if self.pixel_bins is not None and self.pixel_bins < 16:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.pixel_bins must be null (exact) or an int >= 16; got {self.pixel_bins}"
             )
         if self.map_dtype not in MAP_DTYPES:
-            raise ValueError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
+            raise ConfigError(f"protocol.map_dtype '{self.map_dtype}' is not one of {tuple(MAP_DTYPES)}")
         if self.aupro_thresholds is not None and not (
             isinstance(self.aupro_thresholds, int) and self.aupro_thresholds >= 2
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.aupro_thresholds must be null (exact AUPRO only) or an int >= 2, e.g. 200; "
                 f"got {self.aupro_thresholds!r}"
             )
         if self.aupro_fpr_rescale not in FPR_RESCALES:
-            raise ValueError(
+            raise ConfigError(
                 f"protocol.aupro_fpr_rescale '{self.aupro_fpr_rescale}' is not one of {FPR_RESCALES}"
             )
 
@@ -143,17 +154,23 @@ class EvalProtocol:
             maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
         if self.smoothing_sigma > 0:
             kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel).to(maps.device)
-            radius = kernel.shape[-1] // 2
-            if self.smoothing_padding == "reflect":
-                maps = maps[..., _reflect_index(maps.shape[-2], radius), :][
-                    ..., _reflect_index(maps.shape[-1], radius)
-                ]
-                radius = 0
-            maps = F.conv2d(maps, kernel[None, None], padding=radius)
+            pad = kernel.shape[-1] // 2
+            if self.smoothing_padding == "symmetric":
+                maps = F.conv2d(symmetric_pad(maps, pad), kernel[None, None])
+            else:
+                maps = F.conv2d(maps, kernel[None, None], padding=pad)
         return maps[:, 0]
 
-    def image_scores(self, maps: Tensor) -> Tensor:
-        """(B, h, w) evaluation maps -> (B,) image scores by the configured rule."""
+    def image_scores(self, maps: Tensor, net_scores: Tensor | None = None) -> Tensor:
+        """(B, h, w) evaluation maps -> (B,) image scores by the configured rule; `net_scores` (B,) are the
+        network's own (`NetOutput.image_score`), which the rule "net" takes."""
+        if self.score == "net":
+            if net_scores is None:
+                raise ConfigError(
+                    "protocol.score=net: this network gives no image score of its own; choose one of "
+                    f"{SCORE_RULES[1:]} (conf/protocol/)"
+                )
+            return net_scores.float()
         if self.score == "max":
             return maps.flatten(1).amax(1)
         if self.score == "avgpool_max":
@@ -162,6 +179,15 @@ class EvalProtocol:
         flat = maps.flatten(1)
         k = max(1, int(flat.shape[1] * self.score_ratio))
         return torch.topk(flat, k, dim=1).values.mean(1)
+
+    def labels(self, labels: Tensor, masks: Tensor, has_mask: Tensor) -> Tensor:
+        """The image labels (B,) the metrics rank by `label_rule`, from the dataset's folder labels (B,), the
+        binary masks at the input size (B, 1, H, W) and whether each image has a mask file (B,)."""
+        labels = torch.as_tensor(labels)
+        if self.label_rule == "folder":
+            return labels
+        from_masks = masks.flatten(1).any(1).to(labels.dtype).to(labels.device)
+        return torch.where(torch.as_tensor(has_mask, device=labels.device).bool(), from_masks, labels)
 
     def masks_for_eval(self, masks: Tensor) -> Tensor:
         """(B, 1, H, W) binary masks at input resolution -> (B, h, w) bool at the evaluation size: torch

@@ -1,1 +1,1 @@
-"""Small helpers shared by every room of the suite."""
+"""Small helpers shared by every package of the suite."""

@@ -1,8 +1,7 @@
 """The contract every method's network keeps, checked for every method config on a CNN and a ViT: the map
 has the input's size, the loss is finite and trains only the trainable part (a memory-bank method has no
-loss: its training step only remembers, and the bank it builds is its trained state), and a checkpoint
-(trainable state only) rebuilt onto a fresh network gives the same outputs. A method whose network mirrors
-a CNN's feature pyramid (CNN_ONLY) cannot sit on a ViT: there it must refuse with a clear error instead."""
+loss: its training step only keeps features, and the bank it fits is its trained state), and a checkpoint
+(trainable state only) rebuilt onto a fresh network gives the same outputs."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ import torch
 
 from tests.conftest import CONF_DIR, compose_config
 from uad import builders
-from uad.errors import UserError
 from uad.module import AnomalyModule
 
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
@@ -19,14 +17,34 @@ BACKBONES = {  # a small input per family, with an 8 x 8 feature grid and a 3 x 
     "effnet_lite0": ["protocol.image_size=128"],
     "dinov2_vits14_reg": ["protocol.image_size=112"],
 }
-VIT = "dinov2_vits14_reg"
-CNN_ONLY = {  # method -> why it needs a CNN
-    "mambaad": "its fusion and Mamba decoder mirror the stride-4/8/16 stages of a CNN",
+FAMILIES = {"cnn": "effnet_lite0", "vit": "dinov2_vits14_reg"}
+# The encoder families each method is meant to work on; a new method states its own here. All six run on
+# both (Dinomaly's CNN variant and UniAD / DualAD / FeatRec / PatchCore on ViT tokens are this suite's).
+WORKS_ON = {
+    "dinomaly": ("cnn", "vit"),
+    "dualad_he": ("cnn", "vit"),
+    "dualad_ho": ("cnn", "vit"),
+    "featrec": ("cnn", "vit"),
+    "patchcore": ("cnn", "vit"),
+    "mambaad": ("cnn",),
+    "rd4ad": ("cnn",),
+    "uniad": ("cnn", "vit"),
+}
+# Why a method cannot sit on a family it leaves out: its build must refuse with that reason, by name.
+REFUSED = {
+    ("rd4ad", "vit"): "decoder mirrors a CNN",  # ResNet stages going up: a ViT has no such stages
+    ("mambaad", "vit"): "fusion and decoder mirror",  # the stride-4/8/16 pyramid of a CNN
 }
 SMALL = {  # method -> its cheapest size settings, to keep the test fast (the real sizes: its own tests)
     "mambaad": {"depths": [2, 2, 2, 2], "directions": 2},
 }
-CASES = [(m, b) for m in METHODS for b in sorted(BACKBONES) if not (b == VIT and m in CNN_ONLY)]
+PAIRS = [(method, FAMILIES[family]) for method, families in sorted(WORKS_ON.items()) for family in families]
+
+
+def test_every_method_config_states_the_encoders_it_works_on():
+    assert sorted(WORKS_ON) == METHODS, "add the new method to WORKS_ON with the encoder families it supports"
+    left_out = {(m, f) for m, families in WORKS_ON.items() for f in FAMILIES if f not in families}
+    assert left_out == set(REFUSED), "say in REFUSED why a method cannot sit on a family it leaves out"
 
 
 def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
@@ -49,24 +67,23 @@ def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
     return builders.build_module(cfg, builders.build_net(cfg, encoder))
 
 
-@pytest.mark.parametrize("method", sorted(CNN_ONLY))
-def test_cnn_pyramid_methods_refuse_a_vit(method):
-    """CNN_ONLY says why each cannot run on a ViT; building one there is a UserError naming the backbone."""
-    with pytest.raises(UserError, match=f"needs a CNN backbone.*{VIT}"):
-        _module(method, VIT, net_seed=1)
+@pytest.mark.parametrize(("method", "family"), sorted(REFUSED))
+def test_a_method_refuses_by_name_the_encoders_it_cannot_sit_on(method, family):
+    with pytest.raises(Exception, match=REFUSED[method, family]):
+        _module(method, FAMILIES[family], net_seed=1)
 
 
-@pytest.mark.parametrize(("method", "backbone"), CASES)
+@pytest.mark.parametrize(("method", "backbone"), PAIRS, ids=[f"{m}-{b}" for m, b in PAIRS])
 def test_network_contract(method, backbone, tmp_path):
     module = _module(method, backbone, net_seed=1)
     size = module.net.encoder.input_size
     images = torch.randn(2, 3, size, size)
-    batch = {"image": images, "class_id": torch.zeros(2, dtype=torch.long)}
+    batch = {"image": images, "class_id": torch.zeros(2, dtype=torch.long), "index": torch.arange(2)}
 
     module.train()
     if module.fits_memory:
         assert module.configure_optimizers() is None and module.training_step(batch, 0) is None
-        module.net.build_memory()  # what the module's epoch end does
+        module.fit_memory()  # what the module's epoch end does
     else:
         optimizer = module.configure_optimizers()
         optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer

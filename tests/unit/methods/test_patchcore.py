@@ -11,7 +11,13 @@ import torch.nn.functional as F
 from tests.conftest import compose_config
 from uad import builders, pipeline
 from uad.checkpoint import load_module
-from uad.methods.patchcore import PatchCore, greedy_coreset, nearest_distance, patch_features
+from uad.methods.patchcore import (
+    PatchCore,
+    greedy_coreset,
+    nearest_neighbours,
+    patch_features,
+    reweighted_score,
+)
 
 
 def _naive_coreset(points: torch.Tensor, count: int, start: int) -> list[int]:
@@ -59,11 +65,32 @@ def test_greedy_coreset_equals_the_naive_k_center_greedy():
     assert greedy_coreset(points, 100).tolist() == list(range(60))  # a ratio of 1 keeps every feature
 
 
-def test_nearest_distance_equals_brute_force():
+def test_nearest_neighbours_equal_brute_force():
     torch.manual_seed(0)
-    queries, bank = torch.randn(30, 7), torch.randn(40, 7)
-    naive = torch.tensor([min(float(torch.dist(q, m)) for m in bank) for q in queries])
-    torch.testing.assert_close(nearest_distance(queries, bank), naive)
+    queries, bank = torch.randn(50, 8), torch.randn(30, 8)
+    naive = [min(range(len(bank)), key=lambda j: float(torch.dist(q, bank[j]))) for q in queries]
+    distances, index = nearest_neighbours(queries, bank)
+    assert index.tolist() == naive
+    torch.testing.assert_close(
+        distances, torch.stack([torch.dist(q, bank[j]) for q, j in zip(queries, naive)])
+    )
+
+
+def test_image_score_is_the_papers_reweighted_largest_distance():
+    """Eq. 7 of the paper, term by term: s* the largest nearest-neighbour distance, m* that patch's nearest
+    bank feature, N_b(m*) the b bank features nearest to m*."""
+    torch.manual_seed(3)
+    bank, queries = torch.randn(40, 6), torch.randn(2, 12, 6)
+    distances, nearest = nearest_neighbours(queries.flatten(0, 1), bank)
+    scores = reweighted_score(queries, distances.view(2, 12), nearest.view(2, 12), bank, 5)
+    for i in range(2):
+        star = max(range(12), key=lambda p: float(torch.cdist(queries[i, p][None], bank).min()))
+        m_test = queries[i, star]
+        m_star = bank[int(torch.cdist(m_test[None], bank).argmin())]
+        s_star = torch.dist(m_test, m_star)
+        support = sorted(range(40), key=lambda j: float(torch.dist(m_star, bank[j])))[:5]
+        total = sum(torch.exp(torch.dist(m_test, bank[j])) for j in support)
+        assert float(scores[i]) == pytest.approx(float((1 - torch.exp(s_star) / total) * s_star), rel=1e-5)
 
 
 def _net(**kwargs) -> PatchCore:
@@ -78,9 +105,7 @@ def test_each_image_is_scored_against_its_own_class_bank():
     torch.manual_seed(1)
     train, class_id = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
     with torch.no_grad():
-        net.remember(net.extract(train[:2]), class_id[:2])
-        net.remember(net.extract(train[2:]), class_id[2:])
-        net.build_memory()
+        net.fit(net.extract(train), class_id)
         patches = net.extract(train)["patches"].permute(0, 2, 3, 1)  # (4, h, w, D)
         test = torch.randn(2, 3, 64, 64)
         output = net(test, torch.tensor([1, 0]))
@@ -106,8 +131,7 @@ def test_each_image_is_scored_against_its_own_class_bank():
 def test_the_map_is_the_upsampled_patch_map_blurred_with_sigma_4():
     net = _net(coreset_ratio=0.5)
     with torch.no_grad():
-        net.remember(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
-        net.build_memory()
+        net.fit(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
         output = net(torch.randn(1, 3, 64, 64), torch.tensor([0]))
     assert len(net.bank) == round(0.5 * 2 * output["patch_map"][0, 0].numel())
     upsampled = F.interpolate(output["patch_map"], size=(64, 64), mode="bilinear")
@@ -126,7 +150,8 @@ def test_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(
     checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     module, _ = load_module(checkpoint)
     saved = torch.load(checkpoint, weights_only=False)  # re-saved by the threshold calibration at the end
-    assert saved["global_step"] == 1 and saved["epoch"] <= 1  # one fitting pass of the three epochs asked
+    assert saved["global_step"] == 0 and saved["epoch"] <= 1  # one fitting pass of the three asked
+    assert saved["uad"]["thresholds"]  # no optimiser step; the fit's checkpoint got the calibration
     assert module.net.bank_class.unique().tolist() == [0, 1, 2]  # weave, nut, pill
     images = torch.randn(2, 3, 64, 64)
     assert torch.isfinite(module.net(images, torch.tensor([0, 2])).anomaly_map).all()

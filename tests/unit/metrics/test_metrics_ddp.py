@@ -59,6 +59,7 @@ def batches(items: list[dict], size: int = 4):
                 "mask": torch.stack([p["mask"] for p in part])[:, None].to(torch.uint8),
                 "label": torch.tensor([p["label"] for p in part]),
                 "index": torch.tensor([p["index"] for p in part]),
+                "has_mask": torch.ones(len(part), dtype=torch.bool),
                 **{k: [p[k] for p in part] for k in ("class_name", "defect", "path", "sample_key")},
             },
             torch.stack([p["map"] for p in part])[:, None],
@@ -79,7 +80,7 @@ def evaluate(rank: int, world: int) -> dict:
     out = {**image.compute(), **pixel.compute(), "binned AUPRO": aupro.compute()}
     records = evaluator._gathered(trainer)
     if rank == 0:
-        results = evaluator.evaluate(records)
+        results = evaluator.evaluate(records).to_json()
         out["classes"] = results["per_class"]
         out["sample_level"] = results["extra"]["sample_level"]
         out["rows"] = len(records.index)

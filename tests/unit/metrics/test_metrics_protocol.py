@@ -15,7 +15,7 @@ from uad.callbacks.evaluation import Evaluator
 from uad.data.transforms import InputTransform
 from uad.metrics import METRIC_NAMES, EvalProtocol, compute_metrics
 from uad.metrics.records import EvalRecords
-from uad.results import build_results, merge_results
+from uad.results import Results, merge_results
 
 R224 = InputTransform(224)
 
@@ -109,7 +109,9 @@ def _records() -> EvalRecords:
 def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
     protocol = EvalProtocol(R224, aupro_thresholds=200, flip_auroc=True)
     records = _records()
-    results = Evaluator(protocol, tmp_path, overlays_per_class=0, print_table=False).evaluate(records)
+    results = Evaluator(protocol, overlays_per_class=0, print_table=False).evaluate(records)
+    results.write(tmp_path)
+    results = results.to_json()
     assert results["metrics"] == [*METRIC_NAMES, "AUPRO@200"]
     sel = records.of_class("inverted")
     raw = compute_metrics(records.score[sel], records.label[sel], records.map[sel], records.mask[sel])
@@ -128,13 +130,11 @@ def test_results_files_carry_aupro_at_200_and_list_the_flipped_aurocs(tmp_path):
 
 def test_without_the_paper_rules_nothing_is_added_or_flipped():
     results = Evaluator(EvalProtocol(R224), overlays_per_class=0, print_table=False).evaluate(_records())
-    assert results["metrics"] == list(METRIC_NAMES) and "flipped_auroc" not in results["extra"]
-    assert results["per_class"]["inverted"]["I-AUROC"] < 0.5
+    assert results.metrics == list(METRIC_NAMES) and "flipped_auroc" not in results.extra
+    assert results.per_class["inverted"]["I-AUROC"] < 0.5
 
 
 def test_separate_runs_join_their_flipped_lists():
     flips = [{"class": c, "metric": "I-AUROC", "raw": 0.4, "reported": 0.6} for c in ("a", "b")]
-    parts = [
-        build_results({c: {"I-AUROC": 0.6}}, {}, extra={"flipped_auroc": [f]}) for c, f in zip("ab", flips)
-    ]
-    assert merge_results(parts)["extra"]["flipped_auroc"] == flips
+    parts = [Results({c: {"I-AUROC": 0.6}}, {}, extra={"flipped_auroc": [f]}) for c, f in zip("ab", flips)]
+    assert merge_results(parts).extra["flipped_auroc"] == flips

@@ -1,10 +1,10 @@
-"""Feature jitter (uad/nn/noise.py): UniAD's training-time perturbation."""
+"""uad/nn/noise.py: UniAD's feature jitter and DualAD's spatial noise, training-time perturbations."""
 
 from __future__ import annotations
 
 import torch
 
-from uad.nn.noise import FeatureJitter, feature_jitter
+from uad.nn.noise import FeatureJitter, SpatialNoise, feature_jitter
 
 
 def test_jitter_present_in_training_absent_in_eval():
@@ -36,3 +36,16 @@ def test_jitter_scale_is_norm_over_channels():
     # at C = 272, scale 20, the noise norm is about 20 / sqrt(272) = 1.21x the feature norm
     rel = (noise.norm(dim=-1) / x.norm(dim=-1)).mean().item()
     assert abs(rel - scale / c**0.5) < 0.02
+
+
+def test_spatial_noise_in_training_only_scaled_by_each_channels_spread():
+    torch.manual_seed(0)
+    noise = SpatialNoise(scale=3.2)
+    spread = torch.tensor([0.0, 0.5, 2.0, 8.0])  # per channel; channel 0 is constant over the tokens
+    tokens = torch.randn(3, 4096, 4) * spread + 1.0  # (B, N, C)
+    noisy = noise.train()(tokens)
+    std = tokens.var(dim=1, keepdim=True).sqrt()  # (B, 1, C), per image and channel
+    eps = (noisy - tokens)[..., 1:] / (std[..., 1:] * 3.2)
+    assert torch.equal(noisy[..., 0], tokens[..., 0])  # no spread, no noise
+    assert abs(eps.std().item() - 1.0) < 0.02 and abs(eps.mean().item()) < 0.02
+    assert torch.equal(noise.eval()(tokens), tokens)

@@ -24,7 +24,7 @@ from uad.report.__main__ import main
 from uad.report.evidence import EVIDENCE_FILE, PredictGallery, record_evaluation
 from uad.report.run_report import build_run_report, paper_figures
 from uad.report.wandb_log import log_report
-from uad.results import write_results
+from uad.results import Results
 from uad.runstatus import RunStatus
 
 PLOTS = {"plot-histogram": 1, "plot-roc": 1, "plot-pr": 1, "plot-pro": 1}
@@ -56,12 +56,12 @@ def _evaluated_run(folder: Path, counts: dict[str, tuple[int, int]]) -> EvalReco
     records = _records(counts)
     protocol = EvalProtocol(InputTransform(24))
     results = Evaluator(protocol, folder, {"method": "featrec", "backbone": "lite0"}).evaluate(records)
-    results["extra"]["thresholds"] = {
+    results.extra["thresholds"] = {
         "rule": "quantile",
         "quantile": 0.99,
         "image": {"global": 1.2, "per_class": dict.fromkeys(counts, 1.2)},
     }
-    write_results(folder, results)
+    results.write(folder)
     record_evaluation(folder, records, 0.3, trainer=None)
     return records
 
@@ -102,7 +102,7 @@ def test_an_older_run_without_report_data_gets_curves_and_says_what_is_missing(t
     (tmp_path / EVIDENCE_FILE).unlink()
     results = json.loads((tmp_path / "results.json").read_text())
     results["extra"].pop("thresholds")
-    write_results(tmp_path, results)
+    Results.from_json(results).write(tmp_path)
     assert main([str(tmp_path)]) == 0
     dom = parse((tmp_path / "report.html").read_text())
     assert dom.sections["bottle"] == {"plot-histogram": 1, "plot-roc": 1, "plot-pr": 1}

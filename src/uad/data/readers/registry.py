@@ -85,6 +85,17 @@ def get_reader(name: str) -> Reader:
     return READERS[name]
 
 
+def check_root(name: str, root: Path) -> None:
+    """The root of reader `name` must be a folder; the error shows the layout it must hold. Cheap (no
+    torch): `run.py` calls it before the heavy imports (uad.config_checks)."""
+    if not root.is_dir():
+        spec = get_reader(name)
+        raise DatasetLayoutError(
+            f"{spec.title} root '{root}' does not exist. Set dataset.root to the folder that holds:\n"
+            f"{spec.layout}\n{spec.published}"
+        )
+
+
 def open_catalog(name: str, root: Path, options: dict[str, Any] | None = None) -> Catalog:
     """The classes found under `root` by reader `name`, each with its loader; one clear error otherwise."""
     spec = get_reader(name)
@@ -94,11 +105,7 @@ def open_catalog(name: str, root: Path, options: dict[str, Any] | None = None) -
         raise DatasetLayoutError(
             f"dataset.reader '{name}' has no option(s) {unknown}; its options are {list(spec.options)}"
         )
-    if not root.is_dir():
-        raise DatasetLayoutError(
-            f"{spec.title} root '{root}' does not exist. Set dataset.root to the folder that holds:\n"
-            f"{spec.layout}\n{spec.published}"
-        )
+    check_root(name, root)
     catalog = spec.read(root, **options)
     if not catalog:
         raise DatasetLayoutError(f"no {spec.title} classes found under '{root}'. Expected:\n{spec.layout}")
