@@ -92,6 +92,7 @@ RUNS = {
     "featrec-lite0": Run(["method=featrec"], budget=600.0),
     "rd4ad-lite0": Run(["method=rd4ad"], budget=600.0),
     "vitad-lite0": Run(["method=vitad"], budget=600.0),
+    "mambaad-lite0": Run(["method=mambaad"], budget=600.0),
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from lightning.pytorch import Callback, Trainer
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,7 @@ from uad.config_checks import check_input_size
 from uad.data.datamodule import AnomalyDataModule
 from uad.data.feature_cache import FeatureCache
 from uad.encoders import Encoder, get_spec
+from uad.errors import UserError
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
 from uad.module import AnomalyModule
@@ -57,7 +59,12 @@ def build_encoder(
 def build_net(cfg: DictConfig, encoder: Encoder) -> AnomalyNet:
     """The method's network (`method.model`) around `encoder`. `method.compile=true` compiles `extract` and
     `reconstruct` with `torch.compile` (instance attributes: the state dict keeps its names)."""
-    net = instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+    try:
+        net = instantiate(cfg.method.model, encoder=encoder, _convert_="all")
+    except InstantiationException as error:  # a network's own UserError reaches the user unwrapped
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
     if cfg.method.get("compile", False):
         net.extract = torch.compile(net.extract)
         net.reconstruct = torch.compile(net.reconstruct)
@@ -74,6 +81,7 @@ def build_module(cfg: DictConfig, net: AnomalyNet, train: bool = True) -> Anomal
         optimizer=instantiate(method.optimizer) if train and method.get("optimizer") else None,
         scheduler=instantiate(method.scheduler) if train and method.get("scheduler") else None,
         scheduler_interval=method.get("scheduler_interval", "epoch"),
+        no_decay_1d=method.get("no_decay_1d", False),
         config={group: OmegaConf.to_container(cfg[group], resolve=True) for group in CHECKPOINT_GROUPS},
     )
 

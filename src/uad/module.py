@@ -18,6 +18,7 @@ from uad.data.batch import batch_size as images_in
 from uad.data.feature_cache import FeatureCache
 from uad.errors import ConfigError, UserKeyError
 from uad.methods.base import AnomalyNet, MemoryBankNet, NetOutput
+from uad.optim.param_groups import no_decay_1d_groups
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -55,12 +56,14 @@ class AnomalyModule(LightningModule):
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: str = "epoch",
         config: dict[str, Any] | None = None,
+        no_decay_1d: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.no_decay_1d = no_decay_1d  # biases and 1-D tensors without weight decay (ADer's recipes)
         self.config = config
         self.extra: dict[str, Any] = {}
         self.strict_loading = False  # checkpoints carry only the trainable state
@@ -171,7 +174,8 @@ class AnomalyModule(LightningModule):
             return None
         if self.optimizer_factory is None:
             raise ConfigError("no optimizer configured: set method.optimizer in the config")
-        optimizer = self.optimizer_factory(self.net.trainable_parameters(), **self.optimizer_options())
+        params = no_decay_1d_groups(self.net) if self.no_decay_1d else self.net.trainable_parameters()
+        optimizer = self.optimizer_factory(params, **self.optimizer_options())
         factory = self.scheduler_factory
         if factory is None:
             return optimizer

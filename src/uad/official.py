@@ -13,6 +13,8 @@ prefix):
 | `ader_rd` | ADer `ckpt.pth` (`{'net': ...}`) or `net.pth` of `rd` | `net_t.*`, `mff_oce.*`, `net_s.*` |
 | `ader_vitad` | ADer ViTAD `ckpt.pth` (`{'net': ...}`) or `net.pth` | `net_t.*`, `net_fusion.*`, |
 | | | `net_s.blocks.*` |
+| `mambaad` | MambaAD's (ADer's) trainer `ckpt.pth` (`{'net': ...}`), `net.pth` | `net_t.*`, |
+| | | `net_s.layers_up.*` |
 
 (`R.` = `reconstruction.`, `T.` = `reconstruction.transformer.`, `L` a layer index, `*` the rest.) The frozen
 encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout), `backbone.*`
@@ -54,10 +56,17 @@ Trainable part, official -> ours:
 | Ho | `R.proj_decoder.learned_queries.L.weight` | `wsn_out.queries.L` |
 | Ho | `R.proj_*.layers.L.abs_pos_embed.1.*` (the shared projection) | `pos_proj.*` |
 | ViTAD | `net_fusion.fc.*`; `net_s.pos_embed`; `net_s.blocks.L.*` | `fusion.*`; `pos_embed`; `decoder.L.*` |
+| MambaAD | `mff_oce.{conv1,bn1,conv21,bn21}.*` | `fusion.{down1.0,down1.1,lateral1.0,lateral1.1}.*` |
+| MambaAD | `mff_oce.{conv2,bn2,conv31,bn31,convf,bnf}.*` | `fusion.{down2,lateral2,fuse}.{0,1}.*` |
+| MambaAD | `mff_oce.bn_layer.*`; `net_s.layers_up.S.*` | `embedding.*`; `decoder.S.*` |
+| ADer | `...blocks.M.conv1b3.*`, `conv1a3.*` (the 7 x 7 branch's 1 x 1 convs) | `conv1b7.*`, `conv1a7.*` |
+| ADer | `...blocks.M.conv33.*` (built, never used in its forward) | dropped |
+| MambaAD | `...self_attention.scans.index_flat[_inv]` (the scan order) | checked against ours, dropped |
 
 ViTAD's student is a whole timm VisionTransformer whose `net_s.cls_token`, `net_s.patch_embed.*`,
 `net_s.norm.*` and `net_s.head.*` the official forward never uses (nor trains): they are left out.
 
+(MambaAD's file is an ADer plug-in, so both save the same layout; `net_t.*` is the frozen timm ResNet.)
 Copies of a shared module (DualAD's positional code in every layer) must agree; the import then checks
 that the mapped keys are exactly the network's trainable keys, with equal shapes.
 
@@ -69,6 +78,7 @@ that names anything else is refused unread (`uad.checkpoint.UnsafeCheckpointErro
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -81,11 +91,12 @@ from uad.builders import build_encoder, build_module, build_net, build_protocol
 from uad.checkpoint import CheckpointError, read_checkpoint
 from uad.methods.base import AnomalyNet
 from uad.module import AnomalyModule
+from uad.nn.scan_orders import scan_order
 from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-LAYOUTS = ("dinomaly", "uniad", "dualad", "rd4ad", "ader_rd", "ader_vitad")
+LAYOUTS = ("dinomaly", "uniad", "dualad", "rd4ad", "ader_rd", "ader_vitad", "mambaad")
 LAYOUT_METHODS = {
     "dinomaly": ("dinomaly",),
     "uniad": ("uniad",),
@@ -93,6 +104,7 @@ LAYOUT_METHODS = {
     "rd4ad": ("rd4ad",),
     "ader_rd": ("rd4ad",),
     "ader_vitad": ("vitad",),
+    "mambaad": ("mambaad",),
 }
 ENCODER_PREFIX = {
     "dinomaly": "encoder.",
@@ -101,6 +113,7 @@ ENCODER_PREFIX = {
     "rd4ad": None,  # the official file holds only the trainable bn and decoder
     "ader_rd": "net_t.",
     "ader_vitad": "net_t.",
+    "mambaad": "net_t.",
 }
 # ADer's rd model as settings of ours: the OCE bottlenecks of timm's Bottleneck (base width 64), the map's
 # scale (model/rd.py, util/metric.py cal_anomaly_map); set when such a file is read.
@@ -140,6 +153,8 @@ def recognise(state: dict[str, Tensor]) -> str | None:
         return "dualad"
     if has("bn.bn_layer.") and has("decoder.layer1."):
         return "rd4ad"
+    if has("net_t.") and has("net_s.layers_up."):  # before ADer's rd: MambaAD's file has mff_oce.* too
+        return "mambaad"
     if has("net_t.") and has("mff_oce.") and has("net_s."):
         return "ader_rd"
     if has("net_t.") and has("net_fusion.") and has("net_s.blocks."):
@@ -164,7 +179,8 @@ def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[s
             "DualAD's train_val.py checkpoint ({'state_dict': {[module.]backbone.*, "
             "[module.]reconstruction.*}}); RD4AD's {'bn': ..., 'decoder': ...}; ADer's rd ckpt.pth or "
             "net.pth (net_t.*, mff_oce.*, net_s.*); ADer's ViTAD ckpt.pth or net.pth (net_t.*, net_fusion.*, "
-            "net_s.*)"
+            "net_s.*); MambaAD's or ADer's mambaad ckpt.pth or net.pth (net_t.*, mff_oce.*, "
+            "net_s.layers_up.*)"
         )
     return layout, state
 
@@ -237,6 +253,20 @@ RULES: dict[str, list[tuple[str, str]]] = {
         *_DUALAD_ATTN,
     ],
 }
+_MFF = {  # MambaAD's fusion layers -> ours
+    **{"conv1": "down1.0", "bn1": "down1.1", "conv21": "lateral1.0", "bn21": "lateral1.1"},
+    **{"conv2": "down2.0", "bn2": "down2.1", "conv31": "lateral2.0", "bn31": "lateral2.1"},
+    **{"convf": "fuse.0", "bnf": "fuse.1"},
+}
+RULES["mambaad"] = [
+    (r"^mff_oce\.bn_layer\.", "embedding."),
+    *[(rf"^mff_oce\.{name}\.", f"fusion.{ours}.") for name, ours in _MFF.items()],
+    (r"^net_s\.layers_up\.", "decoder."),
+    (r"\.conv1(b|a)3\.", r".conv1\g<1>7."),  # ADer's names for the 7 x 7 branch's 1 x 1 convolutions
+]
+_DROPPED = {  # official keys with no counterpart in our network
+    "mambaad": re.compile(r"\.conv33\.|\.scans\.index_flat(_inv)?$"),  # ADer's unused branch; scan orders
+}
 _SHARED = {  # official keys of one module that every layer holds a copy of -> our one key
     "dualad_he": [
         (
@@ -289,6 +319,8 @@ def trainable_state(method: str, layout: str, state: dict[str, Tensor]) -> dict[
         head = {k: v for k, v in head.items() if not _UNUSED[method].match(k)}
     out: dict[str, Tensor] = {}
     for key, value in head.items():
+        if method in _DROPPED and _DROPPED[method].search(key):
+            continue
         shared = next(((p, r) for p, r in _SHARED.get(method, []) if re.match(p, key)), None)
         if shared is not None:
             ours = re.sub(*shared, key)
@@ -320,6 +352,19 @@ def load_trainable(net: AnomalyNet, state: dict[str, Tensor], source: str) -> No
     net.load_state_dict({**net.state_dict(), **state}, strict=True)
 
 
+def check_scan_orders(state: dict[str, Tensor], scan: str, path: str | Path) -> None:
+    """MambaAD saves each block's scan order (`scans.index_flat`: sequence step -> map position); it must be
+    the order `method.model.scan` gives, or the imported network would read its maps in another order."""
+    for key, order in state.items():
+        if key.endswith(".scans.index_flat"):
+            side = math.isqrt(order.numel())
+            if not torch.equal(order.flatten().long(), scan_order(side, scan)):
+                raise OfficialCheckpointError(
+                    f"'{path}': {key} is not the {scan} scan of a {side} x {side} map; set "
+                    "method.model.scan= to the official config's scan_type"
+                )
+
+
 # -- building the network -----------------------------------------------------------------------------
 
 
@@ -333,6 +378,8 @@ def load_official(
         checkpoint = read_checkpoint(path)
     layout, state = layout_of(checkpoint, path)
     head = trainable_state(cfg.method.name, layout, state)
+    if layout == "mambaad":
+        check_scan_orders(state, cfg.method.model.scan, path)
     for key, value in LAYOUT_MODEL.get(layout, {}).items():
         if cfg.method.model.get(key) != value:
             log.info("official %s file: method.model.%s=%s, as its model", layout, key, value)

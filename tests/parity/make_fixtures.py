@@ -7,6 +7,8 @@
     python tests/parity/make_fixtures.py --method dualad_ho --official /path/to/DualAD-checkout
     python tests/parity/make_fixtures.py --method rd4ad --official /path/to/RD4AD-checkout
     cd /tmp && python .../tests/parity/make_fixtures.py --method vitad --official /path/to/ADer-checkout
+    python tests/parity/make_fixtures.py --method mambaad --official /path/to/MambaAD-checkout \
+        --ader /path/to/ADer-checkout --mamba-ssm /path/to/mamba_ssm-2.3.2.post1
 
 The checkout must be at the commit named in `OFFICIAL` (../shared/reference/methods.md), with its
 `.cuda()` calls in the reconstruction models replaced by `.cpu()` (UniAD: `models/reconstructions/uniad.py`
@@ -24,14 +26,24 @@ input is a real image through the official transform, and the fixture (tests/fix
 `<method>_<backbone>.json` for a backbone other than the method's first) records the key names with
 shapes, the transformed input, the official map, image score, loss and gradient norms, as sums and
 samples at fixed positions.
+
+MambaAD's official model file plugs into the ADer framework (its README: copy it into ADer's `model/`): it is
+imported from `--official` with ADer's `model`, `loss`, `optim` and `util` packages from `--ader` (ADer's
+evaluator module also imports `numba` and `adeval`). Its selective scan is mamba_ssm's CUDA kernel; on the
+CPU it is replaced by the same package's pure-PyTorch reference `selective_scan_ref` (mamba-ssm 2.3.2.post1,
+`mamba_ssm/ops/selective_scan_interface.py`), imported from the unpacked sdist `--mamba-ssm` (`pip download
+--no-deps --no-binary :all: mamba-ssm`; its CUDA build is not needed): the only change to the official code.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
+import types
+from argparse import Namespace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,6 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +60,7 @@ from tests.parity.seeded import seeded_state  # noqa: E402
 
 REALDATA = ROOT.parent / "shared" / "realdata"
 IMAGE = "bottle/test/broken_large/000.png"
+TRAIN_IMAGE = "bottle/train/good/000.png"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 OFFICIAL = {
     "dinomaly": ("guojiajeremy/Dinomaly", "c5c76d01a2bd7212f1c4b7dfdad14902d0f48cfe"),
@@ -55,6 +69,8 @@ OFFICIAL = {
     "dualad_ho": ("cyhaan/DualAD", "04ce68d4e97397950a3c99d024740e93a04df922"),
     "rd4ad": ("hq-deng/RD4AD", "6554076872c65f8784f6ece8cfb39ce77e1aee12"),
     "vitad": ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402"),
+    "mambaad": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
+    "mambaad_training": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
 }
 # the protocol preset each method names (conf/method/<name>.yaml), recorded with its fixtures
 PROTOCOLS = {
@@ -64,7 +80,11 @@ PROTOCOLS = {
     "dualad_ho": "dualad224",
     "rd4ad": "rd4ad256",
     "vitad": "ader256_gauss4",
+    "mambaad": "mambaad256",
+    "mambaad_training": "mambaad256",
 }
+# the framework MambaAD's model file plugs into
+ADER = ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402")
 # Dinomaly's sizes as dinomaly_mvtec_uni.py sets them per encoder: (DINOv2 constructor, width, heads, taps).
 # ViT-L differs in depth (24) and in the tapped blocks; the two fused groups are the same halves.
 DINOMALY_SIZES = {
@@ -87,13 +107,14 @@ RD4AD_STEP_KEYS = [
     "decoder.layer3.5.conv3.weight",
 ]
 BACKBONES["vitad"] = ("vits16_dino",)
+BACKBONES["mambaad"] = BACKBONES["mambaad_training"] = ("res34",)
 SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
 
 
-def summary(tensor: torch.Tensor) -> dict:
-    """Shape, sum, sum of squares and SAMPLES values at fixed flat positions of `tensor`."""
+def summary(tensor: torch.Tensor, samples: int = SAMPLES) -> dict:
+    """Shape, sum, sum of squares and `samples` values at fixed flat positions of `tensor`."""
     flat = tensor.detach().double().flatten()
-    positions = torch.linspace(0, flat.numel() - 1, SAMPLES).long()
+    positions = torch.linspace(0, flat.numel() - 1, samples).long()
     return {
         "shape": list(tensor.shape),
         "sum": flat.sum().item(),
@@ -106,10 +127,15 @@ def summary(tensor: torch.Tensor) -> dict:
 def fill(model: torch.nn.Module, prefix: str = "") -> dict:
     """Load the seeded state into `model`; returns what the fixture records to rebuild it: the key -> shape
     table (in the model's order, with the checkpoint's key `prefix`) and the aliases, keys of one shared
-    tensor (the last one loaded wins)."""
+    tensor (the last one loaded wins). Integer tensors other than batch-norm counters (MambaAD's scan
+    orders) are facts of the model, not weights: they keep their values and stay out of the table."""
     state = model.state_dict()
-    shapes = {k: list(v.shape) for k, v in state.items()}
-    model.load_state_dict(seeded_state(shapes))
+    shapes = {
+        k: list(v.shape)
+        for k, v in state.items()
+        if v.is_floating_point() or k.endswith("num_batches_tracked")
+    }
+    model.load_state_dict({**state, **seeded_state(shapes)})
     groups: dict[int, list[str]] = {}
     for key, tensor in state.items():
         groups.setdefault(tensor.data_ptr(), []).append(key)
@@ -572,11 +598,190 @@ def vitad(official: Path, backbone: str) -> dict:
     }
 
 
+def _reference_scan(mamba_ssm: Path | None) -> None:
+    """Make mamba_ssm's `selective_scan_fn` its pure-PyTorch `selective_scan_ref` (under activation
+    checkpointing), before the official model file imports it. Without an installed package, the package's
+    modules are read from the sdist at `mamba_ssm` without running its __init__ (which imports the language
+    models) and with an empty stand-in for the compiled `selective_scan_cuda`, which the reference never
+    calls."""
+    try:
+        import mamba_ssm.ops.selective_scan_interface as interface
+    except ImportError:
+        if mamba_ssm is None:
+            raise SystemExit(
+                "mamba_ssm is not importable: pass --mamba-ssm /path/to/unpacked/sdist"
+            ) from None
+        package = types.ModuleType("mamba_ssm")
+        package.__path__ = [str(mamba_ssm / "mamba_ssm")]
+        sys.modules["mamba_ssm"] = package
+        sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
+        import mamba_ssm.ops.selective_scan_interface as interface
+    reference = interface.selective_scan_ref
+    # the same function, recomputed in the backward pass: its 4,096-step autograd graphs would hold ~1 GB
+    # per call (gigabytes per forward pass), more than a shared CPU machine has
+    interface.selective_scan_fn = partial(torch.utils.checkpoint.checkpoint, reference, use_reentrant=False)
+
+
+def mambaad_model(official: Path, ader: Path, mamba_ssm: Path | None) -> torch.nn.Module:
+    """The official MAMBAAD as configs/mambaad/mambaad_mvtec.py builds it (timm ResNet-34 layers 1-3, decoder
+    depths [3, 4, 6, 3], Hilbert scans in 8 directions), unfilled, with the reference selective scan."""
+    _reference_scan(mamba_ssm)
+    sys.path.insert(0, str(ader))
+    # ADer's registry of timm models (`model` globs model/*.py in the cwd: none here)
+    import model.ad_factory
+
+    spec = importlib.util.spec_from_file_location("model.mambaad", official / "model" / "mambaad.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model_t = Namespace(
+        name="timm_resnet34",
+        kwargs=dict(
+            pretrained=False, checkpoint_path=None, strict=False, features_only=True, out_indices=[1, 2, 3]
+        ),
+    )
+    model = module.MAMBAAD(model_t, dict(depths_decoder=[3, 4, 6, 3], scan_type="hilbert", num_direction=8))
+    model.scan_class = module.HSCANS
+    return model
+
+
+def _ader_optim_names() -> None:
+    """ADer's optim module imports `Nadam` and `RAdam`, which timm 1.0 renamed; its AdamW recipe uses
+    neither, so they are set to None where missing."""
+    for name, cls in [("nadam", "Nadam"), ("radam", "RAdam")]:
+        module = importlib.import_module(f"timm.optim.{name}")
+        setattr(module, cls, getattr(module, cls, None))
+
+
+def _ader_input(names: list[str]) -> torch.Tensor:
+    """ADer's test transform of configs/benchmark/mambaad/mambaad_256_100e.py on PIL RGB images: torchvision
+    Resize((256, 256)) bilinear, CenterCrop(256), ToTensor, Normalize(ImageNet)."""
+    import torchvision.transforms as T
+
+    transform = T.Compose(
+        [
+            T.Resize((256, 256), interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop((256, 256)),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )
+    return torch.stack([transform(Image.open(REALDATA / name).convert("RGB")) for name in names])
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {k: p for k, p in model.named_parameters() if p.requires_grad and not k.startswith("net_t.")}
+
+
+def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -> dict:
+    """MambaAD with the official MVTec model at 256 px: features, reconstruction, ADer's anomaly map (mean
+    of per-level 1 - cos, Gaussian sigma 4) and image score (its max), the L2Loss x 5 and the gradient norm
+    of every trainable tensor on one image (eval mode), the parameter counts, the scan orders."""
+    model = mambaad_model(official, ader, mamba_ssm)  # puts ADer on sys.path
+    from loss.base_loss import L2Loss
+    from util.metric import Evaluator
+
+    rebuild = fill(model)
+    state = model.state_dict()
+    scan_keys = [k for k in state if k not in rebuild["shapes"]]
+    scans = {str(state[k].numel()): {} for k in scan_keys}
+    for key in scan_keys:
+        scans[str(state[key].numel())][key.rsplit(".", 1)[1]] = state[key].flatten().tolist()
+    # every scan order of the official HSCANS at two sizes: sequence step -> row-major map position
+    orders = {
+        scan: {side: model.scan_class(side, scan_type=scan).index_flat.flatten().tolist() for side in (4, 8)}
+        for scan in ("sweep", "scan", "zorder", "zigzag", "hilbert")
+    }
+    trainable = _trainable(model)
+    counts = {
+        "trainable": sum(p.numel() for p in trainable.values()),
+        "frozen_encoder": sum(p.numel() for k, p in model.named_parameters() if k.startswith("net_t.")),
+        "scan_indices": sum(state[k].numel() for k in scan_keys),
+    }
+    embedded = {}
+    model.mff_oce.register_forward_hook(lambda m, i, o: embedded.setdefault("embedding", o.detach()))
+
+    model.eval()
+    image = _ader_input([IMAGE])  # (1, 3, 256, 256)
+    feats_t, feats_s = model(image)
+    criterion = L2Loss(lam=5.0)
+    loss = criterion(feats_t, feats_s)
+    with torch.no_grad():
+        raw, _ = Evaluator.cal_anomaly_map(feats_t, feats_s, [256, 256], uni_am=False, amap_mode="add")
+        smoothed, _ = Evaluator.cal_anomaly_map(
+            feats_t, feats_s, [256, 256], uni_am=False, amap_mode="add", gaussian_sigma=4
+        )
+    grads = grad_norms(loss, model, list(trainable))
+    outputs = {
+        "levels": [summary(f) for f in feats_t],
+        "embedding": summary(embedded["embedding"]),
+        "decoded": [summary(f) for f in feats_s],
+        "raw_map": summary(torch.from_numpy(raw)),
+        "eval_map": summary(torch.from_numpy(smoothed)),
+        "image_score": float(smoothed.max(axis=(1, 2))[0]),
+        "loss": loss.item(),
+        "grad_norms": grads,
+    }
+
+    return {
+        "config": {"method": "mambaad", "backbone": "res34", "protocol": PROTOCOLS["mambaad"]},
+        "ader": {"repo": ADER[0], "commit": ADER[1]},
+        **rebuild,
+        "scan_indices": {"keys": scan_keys, "by_length": scans},
+        "scan_orders": orders,
+        "parameter_counts": counts,
+        "input": summary(image),
+        "outputs": outputs,
+    }
+
+
+def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -> dict:
+    """Three steps of the ADer recipe (AdamW lr 0.005, weight decay 1e-4 but not on 1-D tensors and biases,
+    gradient norm clipped at 5) on the seeded official MambaAD, in train mode on one training image with the
+    drop-path rate set to 0 (stochastic depth draws random numbers that no other program can replay): the
+    losses and the parameters after them. Its own fixture, so that it can be made beside `mambaad`."""
+    model = mambaad_model(official, ader, mamba_ssm)
+    _ader_optim_names()
+    from loss.base_loss import L2Loss
+    from optim import get_optim
+    from timm.layers import DropPath
+    from timm.utils import dispatch_clip_grad
+
+    fill(model)
+    for m in model.modules():
+        if isinstance(m, DropPath):
+            m.drop_prob = 0.0
+    model.train()
+    optimizer = get_optim(
+        dict(name="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4, amsgrad=False), model, lr=0.005
+    )
+    criterion = L2Loss(lam=5.0)
+    batch = _ader_input([TRAIN_IMAGE])
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        feats_t, feats_s = model(batch)
+        step_loss = criterion(feats_t, feats_s)
+        step_loss.backward()
+        dispatch_clip_grad(model.parameters(), value=5.0)
+        optimizer.step()
+        losses.append(step_loss.item())
+    return {
+        "config": {"method": "mambaad", "backbone": "res34", "protocol": PROTOCOLS["mambaad"]},
+        "ader": {"repo": ADER[0], "commit": ADER[1]},
+        "images": [TRAIN_IMAGE],
+        "input": summary(batch),
+        "losses": losses,
+        "parameters": {k: summary(p, samples=8) for k, p in _trainable(model).items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(OFFICIAL), required=True)
     parser.add_argument("--backbone", help="default: the method's first in BACKBONES")
     parser.add_argument("--official", type=Path, required=True, help="checkout of the official repository")
+    parser.add_argument("--ader", type=Path, help="MambaAD: checkout of the ADer framework (ADER)")
+    parser.add_argument("--mamba-ssm", type=Path, help="MambaAD: unpacked mamba-ssm sdist, if not installed")
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "parity")
     args = parser.parse_args()
     sys.path.insert(0, str(args.official.resolve()))
@@ -586,7 +791,12 @@ def main() -> None:
     if backbone not in BACKBONES[args.method]:
         parser.error(f"--backbone for {args.method}: one of {BACKBONES[args.method]}")
     name = args.method if backbone == BACKBONES[args.method][0] else f"{args.method}_{backbone}"
-    record = globals()[args.method](args.official.resolve(), backbone)
+    extra = (
+        {"ader": args.ader.resolve(), "mamba_ssm": args.mamba_ssm}
+        if args.method.startswith("mambaad")
+        else {}
+    )
+    record = globals()[args.method](args.official.resolve(), backbone, **extra)
     repo, commit = OFFICIAL[args.method]
     record = {
         "method": args.method,
@@ -599,8 +809,13 @@ def main() -> None:
         np.save(args.out / f"{name}_{key}.npy", array.astype(np.float32))
     path = args.out / f"{name}.json"
     path.write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
-    print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, image score {record['outputs']['image_score']:.6g}")
-    assert math.isfinite(record["outputs"]["image_score"])
+    label, value = (
+        ("image score", record["outputs"]["image_score"])
+        if "outputs" in record
+        else ("loss", record["losses"][-1])
+    )
+    print(f"{path}: {path.stat().st_size / 1e3:.0f} kB, {label} {value:.6g}")
+    assert math.isfinite(value)
 
 
 if __name__ == "__main__":

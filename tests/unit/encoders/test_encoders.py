@@ -74,13 +74,17 @@ def test_local_weights_file_is_loaded(tmp_path):
 
 def test_a_state_dict_in_memory_without_the_classifier_is_loaded():
     """The encoder part of an official checkpoint comes in memory, and the official DualAD backbone has no
-    `fc`: a feature extractor does not need the classifier, every other tensor must be there."""
+    `fc`, ADer's (timm features_only) ends at layer3: a feature extractor does not need the classifier nor
+    the stages after its last tap, every tensor it uses must be there."""
     source = timm.create_model("resnet34", pretrained=False)
     state = {k: v for k, v in source.state_dict().items() if not k.startswith("fc.")}
     encoder = Encoder("res34", pretrained=False, weights=state)
     assert torch.equal(encoder.net.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
     assert encoder.weights_source == "a state dict given in memory"
-    state.pop("layer4.2.bn2.running_var")
+    state = {k: v for k, v in state.items() if not k.startswith("layer4.")}
+    encoder = Encoder("res34", pretrained=False, weights=state)
+    assert torch.equal(encoder.net.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    state.pop("layer3.5.bn2.running_var")
     with pytest.raises(EncoderWeightsError, match="do not fit"):
         Encoder("res34", pretrained=False, weights=state)
 

@@ -26,6 +26,7 @@ WORKS_ON = {
     "dualad_ho": ("cnn", "vit"),
     "featrec": ("cnn", "vit"),
     "patchcore": ("cnn", "vit"),
+    "mambaad": ("cnn",),
     "rd4ad": ("cnn",),
     "uniad": ("cnn", "vit"),
     "vitad": ("cnn", "vit"),  # the ViT decoder on a CNN: this suite's variant (channel slices of the stages)
@@ -33,6 +34,10 @@ WORKS_ON = {
 # Why a method cannot sit on a family it leaves out: its build must refuse with that reason, by name.
 REFUSED = {
     ("rd4ad", "vit"): "decoder mirrors a CNN",  # ResNet stages going up: a ViT has no such stages
+    ("mambaad", "vit"): "fusion and decoder mirror",  # the stride-4/8/16 pyramid of a CNN
+}
+SMALL = {  # method -> its cheapest size settings, to keep the test fast (the real sizes: its own tests)
+    "mambaad": {"depths": [2, 2, 2, 2], "directions": 2},
 }
 PAIRS = [(method, FAMILIES[family]) for method, families in sorted(WORKS_ON.items()) for family in families]
 
@@ -55,6 +60,8 @@ def _module(method: str, backbone: str, net_seed: int) -> AnomalyModule:
     )
     if "neighbor_size" in cfg.method.model:
         cfg.method.model.neighbor_size = 3
+    for key, value in SMALL.get(method, {}).items():
+        cfg.method.model[key] = value
     torch.manual_seed(0)  # the same random encoder in every build, as pretrained weights would be
     encoder = builders.build_encoder(cfg, builders.build_protocol(cfg))
     torch.manual_seed(net_seed)

@@ -1,0 +1,155 @@
+"""MambaAD: an official checkpoint through our importer gives the official numbers, down to the gradients
+and three optimiser steps.
+
+tests/fixtures/parity/mambaad.json was made by `tests/parity/make_fixtures.py --method mambaad`, and
+mambaad_training.json (three optimiser steps) by `--method mambaad_training` (the commands and the commits
+are in their "official" and "ader" entries): the official MAMBAAD of lewandofskee/MambaAD
+(configs/mambaad/mambaad_mvtec.py: timm ResNet-34, decoder depths [3, 4, 6, 3], Hilbert scans in 8
+directions) inside the ADer framework, its selective scan mamba-ssm 2.3.2.post1's pure-PyTorch
+`selective_scan_ref`, filled by the rule in seeded.py and run on the CPU on a real image through ADer's test
+transform. Here the same state dict (the scan orders the official model computes are recorded in the
+fixture) is saved as ADer's trainer saves `ckpt.pth`, loaded with `uad.official.load_official`, and the image
+goes through our input pipeline and protocol (mambaad256).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import REALDATA, compose_config
+from tests.parity.seeded import seeded_state
+from tests.parity.test_official_parity import assert_matches
+from uad.builders import build_module, build_protocol
+from uad.official import OfficialCheckpointError, load_official, trainable_state
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "parity"
+FIXTURE, TRAINING = FIXTURES / "mambaad.json", FIXTURES / "mambaad_training.json"
+
+pytestmark = [
+    pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/realdata"),
+    pytest.mark.skipif(not FIXTURE.exists(), reason="needs tests/fixtures/parity/mambaad.json"),
+]
+
+
+def official_file(fixture: dict, path: Path) -> Path:
+    """The seeded state and the official scan orders, saved as ADer's trainer saves ckpt.pth. The orders
+    are recorded by length: decoder stage S (`net_s.layers_up.S.*`) scans a map of side 8 * 2^S at 256 px."""
+    state = seeded_state(fixture["shapes"], fixture["aliases"])
+    orders = fixture["scan_indices"]["by_length"]
+    for key in fixture["scan_indices"]["keys"]:
+        length = (8 * 2 ** int(key.split(".")[2])) ** 2
+        state[key] = torch.tensor(orders[str(length)][key.rsplit(".", 1)[1]]).view(1, 1, -1)
+    checkpoint = {"net": state, "optimizer": {}, "scheduler": {}, "scaler": None, "iter": 0, "epoch": 100}
+    torch.save({**checkpoint, "metric_recorder": {}, "total_time": 1.0}, path)
+    return path
+
+
+def ours(official_keys, method: str = "mambaad") -> dict[str, str]:
+    """Official trainable key -> ours, by the importer's own renaming."""
+    mapped = {}
+    for key in official_keys:
+        (name,) = trainable_state(method, "mambaad", {key: torch.empty(0)})
+        mapped[key] = name
+    return mapped
+
+
+def load(tmp_path: Path, *overrides: str):
+    fixture = json.loads(FIXTURE.read_text())
+    config = fixture["config"]
+    cfg = compose_config(
+        [
+            f"method={config['method']}",
+            f"backbone={config['backbone']}",
+            f"protocol={config['protocol']}",
+            *overrides,
+        ],
+        output_dir=tmp_path / "run",
+    )
+    module, cfg = load_official(official_file(fixture, tmp_path / "ckpt.pth"), cfg)
+    return fixture, module, cfg
+
+
+def image_of(protocol, name: str) -> torch.Tensor:
+    rgb = np.asarray(Image.open(REALDATA / name).convert("RGB"))
+    return protocol.input(rgb, np.zeros(rgb.shape[:2], np.uint8))[0][None]  # (1, 3, 256, 256)
+
+
+@pytest.mark.slow
+def test_official_checkpoint_gives_the_official_numbers(tmp_path):
+    """Input, encoder levels, embedding, decoder levels, raw and smoothed map, image score, loss, the gradient
+    norm of every trainable tensor, and the trainable parameter count."""
+    fixture, module, cfg = load(tmp_path)
+    protocol, net, outputs = build_protocol(cfg), module.net, fixture["outputs"]
+    assert sum(p.numel() for p in net.trainable_parameters()) == fixture["parameter_counts"]["trainable"]
+    image = image_of(protocol, fixture["image"])
+    assert_matches(image, fixture["input"], rtol=0, atol=1e-6)
+    output = net(image)
+    for level, official in zip(output["levels"], outputs["levels"], strict=True):
+        assert_matches(level, official, rtol=1e-4, atol=1e-5)
+    assert_matches(output["embedding"], outputs["embedding"], rtol=1e-4, atol=1e-5)
+    for decoded, official in zip(output["decoded"], outputs["decoded"], strict=True):
+        assert_matches(decoded, official, rtol=1e-4, atol=1e-5)
+    assert_matches(output.anomaly_map[:, 0], outputs["raw_map"], rtol=1e-5, atol=1e-6)
+    maps = protocol.maps_for_eval(output.anomaly_map)  # (1, 256, 256)
+    assert_matches(maps, outputs["eval_map"], rtol=1e-5, atol=1e-6)
+    assert protocol.image_scores(maps).item() == pytest.approx(outputs["image_score"], rel=1e-5)
+    loss = net.loss(output)
+    assert loss.item() == pytest.approx(outputs["loss"], rel=1e-5)
+    loss.backward()
+    params = dict(net.named_parameters())
+    for key, name in ours(outputs["grad_norms"]).items():
+        assert params[name].grad.norm().item() == pytest.approx(outputs["grad_norms"][key], rel=1e-4), key
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRAINING.exists(), reason="needs tests/fixtures/parity/mambaad_training.json")
+def test_three_steps_of_the_ader_recipe_give_the_official_parameters(tmp_path):
+    """Train mode (batch statistics), drop-path rate 0 as the fixture ran it, our optimiser from the method
+    config (AdamW lr 0.005, no weight decay on biases and 1-D tensors) and gradient-norm clipping at 5."""
+    _, loaded, cfg = load(tmp_path, "method.model.drop_path_rate=0")
+    training = json.loads(TRAINING.read_text())
+    module = build_module(cfg, loaded.net)
+    optimizer = module.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    batch = torch.cat([image_of(build_protocol(cfg), name) for name in training["images"]])
+    assert_matches(batch, training["input"], rtol=0, atol=1e-6)
+    net = module.net.train()
+    losses = []
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = net.loss(net(batch))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.trainable_parameters(), cfg.method.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses == pytest.approx(training["losses"], rel=1e-5)
+    params = dict(net.named_parameters())
+    for key, name in ours(training["parameters"]).items():
+        assert_matches(params[name], training["parameters"][key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ader_layout_and_a_wrong_scan(tmp_path):
+    """ADer's copy of the model names the 7 x 7 branch's 1 x 1 convolutions `conv1b3` / `conv1a3` and
+    carries a 3 x 3 branch it never uses: its net.pth (a bare state dict) loads to the same network. A file
+    whose scan orders are not the configured scan is refused."""
+    _, module, cfg = load(tmp_path)
+    state = torch.load(tmp_path / "ckpt.pth", weights_only=True)["net"]
+    ader = {re.sub(r"\.conv1(b|a)7\.", r".conv1\g<1>3.", k): v for k, v in state.items()}
+    for key in [k for k in ader if k.endswith(".conv1b3.0.weight")]:
+        dim = ader[key].shape[0]
+        ader[key.replace("conv1b3.0", "conv33.0")] = torch.randn(dim, 1, 3, 3)
+    torch.save(ader, tmp_path / "net.pth")
+    ader_module, _ = load_official(tmp_path / "net.pth", cfg)
+    for key, value in module.net.trainable_state_dict().items():
+        assert torch.equal(ader_module.net.trainable_state_dict()[key], value), key
+    cfg.method.model.scan = "zigzag"
+    with pytest.raises(OfficialCheckpointError, match="is not the zigzag scan"):
+        load_official(tmp_path / "net.pth", cfg)
