@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -349,10 +350,19 @@ def checked_values(value: Any, conf: Any, key: str, source: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _named_on_command_line() -> set[str]:
+    """The config groups the user chose on the command line (`method=...`), so that a message about the
+    file's choice winning speaks only of choices the user made; empty outside a Hydra run."""
+    if not HydraConfig.initialized():
+        return set()
+    return {item.split("=", 1)[0].lstrip("+~") for item in HydraConfig.get().overrides.task}
+
+
 def network_config(saved: dict[str, Any], path: str | Path, cfg: DictConfig | None = None) -> DictConfig:
     """`cfg` (or, without one, the default config) whose method, backbone and protocol groups are composed
     from conf/ for the names the checkpoint gives, with its plain values checked and applied; the data
     and everything else stay the command line's."""
+    named = _named_on_command_line()  # before composing, which may set Hydra's config of its own
     names = saved_names(saved, path)
     composed = compose_named([f"{group}={name}" for group, name in names.items()])
     if cfg is None:  # the default config as `run.py` in this folder would see it
@@ -360,7 +370,7 @@ def network_config(saved: dict[str, Any], path: str | Path, cfg: DictConfig | No
         cfg.paths.root_dir = os.getcwd()
     else:
         cfg = cfg.copy()
-    given = {group: cfg[group].get("name") for group in NETWORK_GROUPS if group in cfg}
+    given = {g: cfg[g].get("name") for g in NETWORK_GROUPS if g in cfg and g in named}
     source = f"checkpoint '{path}'"
     with open_dict(cfg):
         for group in NETWORK_GROUPS:

@@ -52,6 +52,10 @@ def fit_and_test(
     from uad.provenance import run_info
     from uad.thresholds import Calibrator
 
+    if cfg.get("ckpt_path"):  # a folder, empty, damaged or unsafe file: one line, before Lightning reads it
+        from uad.checkpoint import read_checkpoint
+
+        read_checkpoint(cfg.ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg, protocol, classes)
