@@ -22,11 +22,14 @@ import re
 import warnings
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -42,6 +45,7 @@ log = get_logger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 NETWORK_GROUPS = ("method", "backbone", "protocol")  # the groups a checkpoint's network is rebuilt from
+TRAINING_KEYS = ("optimizer", "scheduler")  # method keys a rebuilt network never builds
 HYDRA_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")  # keys that make Hydra run code
 CONVERT = "python -m uad.convert_checkpoint --trust"
 
@@ -312,6 +316,33 @@ def _same_kind(value: Any, conf: Any) -> bool:
     )
 
 
+@cache
+def conf_training_targets() -> frozenset[str]:
+    """Every optimiser and scheduler `_target_` that a method or recipe in conf/ chooses."""
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for name, item in node.items():
+                if name in TRAINING_KEYS and isinstance(item, dict) and "_target_" in item:
+                    yield item["_target_"]
+                yield from walk(item)
+
+    files = [*(CONF_DIR / "method").glob("*.yaml"), *(CONF_DIR / "experiment").glob("*.yaml")]
+    return frozenset(t for path in files for t in walk(yaml.safe_load(path.read_text())))
+
+
+def _recipe_mapping(value: Any, conf: Any) -> bool:
+    """A mapping where the method's conf/ file has none (a recipe's scheduler where the method sets null):
+    taken as data when its `_target_` is one conf/ names and its other values are plain. It is never built
+    from the file: a rebuilt network gets no optimiser or scheduler."""
+    return (
+        conf is None
+        and isinstance(value, dict)
+        and value.get("_target_") in conf_training_targets()
+        and all(_plain(item) for item in value.values())
+    )
+
+
 def checked_values(value: Any, conf: Any, key: str, source: str) -> Any:
     """`conf` (a group of the composed config, as plain containers) with `value` (the same group from the
     file at `source`) applied where it is a plain value of a key `conf` has; anything else is refused."""
@@ -334,8 +365,8 @@ def checked_values(value: Any, conf: Any, key: str, source: str) -> Any:
                 )
             merged[name] = checked_values(item, conf[name], sub, source)
         return merged
-    if value is None:
-        return None
+    if value is None or _recipe_mapping(value, conf):
+        return value
     code = _holds_hydra_key(value)
     if code:
         raise CheckpointError(

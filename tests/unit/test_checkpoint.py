@@ -124,6 +124,10 @@ def _with_config(cfg, path, change) -> None:
         ),
         (lambda c: c["backbone"].update(_partial_=True), r"backbone\._partial_=True, which names code"),
         (lambda c: c["protocol"].update(score={"_target_": "os.system"}), r"protocol\.score to a mapping"),
+        (  # a mapping where the method has none is data only when it is a recipe's optimiser or scheduler
+            lambda c: c["method"].update(scheduler={"_target_": "numpy.savetxt", "fname": "x"}),
+            r"method\.scheduler to a mapping with _target_",
+        ),
         (lambda c: c["backbone"].update(weights="${oc.env:HOME}"), r"backbone\.weights='\$\{oc\.env:HOME\}'"),
         (
             lambda c: c["method"]["model"].update(hidden_dim="256"),

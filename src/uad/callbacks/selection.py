@@ -85,9 +85,8 @@ class TestSetSelection(Callback):
             if pixel:
                 values, truth = maps.cpu().flatten(1), self.protocol.masks_for_eval(batch["mask"]).flatten(1)
             else:
-                scores = self.protocol.image_scores(maps, output.image_score).cpu()[:, None]
                 values, truth = (
-                    scores,
+                    self.protocol.image_scores(maps, output.image_score).cpu()[:, None],
                     self.protocol.labels(batch["label"], batch["mask"], batch["has_mask"])[:, None],
                 )
             for name, v, t in zip(batch["class_name"], values, truth):
