@@ -157,14 +157,8 @@ def run_rd4ad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[l
     from dataset import MVTecDataset, get_data_transforms
 
     test = _import_rd4ad_test()
-    calls: list[tuple[np.ndarray, np.ndarray]] = []
-    auroc = test.roc_auc_score
-
-    def recorded(y_true: Any, y_score: Any) -> float:
-        calls.append((np.asarray(y_true), np.asarray(y_score)))
-        return auroc(y_true, y_score)
-
-    test.roc_auc_score = recorded
+    auroc = test.roc_auc_score  # the unrecorded one, for the metrics below
+    calls = recorded_auroc(test)
     test.compute_pro = lambda *args: math.nan
     transform, gt_transform = get_data_transforms(256, 256)
     images, metrics = [], {}
