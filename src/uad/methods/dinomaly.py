@@ -32,42 +32,13 @@ from uad.encoders import Encoder
 from uad.errors import ConfigError
 from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
+from uad.nn.init import trunc_normal_init_
 from uad.nn.linear_attention import LinearAttention
 from uad.nn.losses import global_cosine_hm, hard_mining_ratio
+from uad.nn.token_groups import default_heads, fuse, halves
 from uad.nn.vit_block import NoisyBottleneck, ViTBlock
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
-
-
-def halves(count: int) -> list[list[int]]:
-    """[[0 .. count//2 - 1], [count//2 .. count - 1]]: the official grouping for 8 taps."""
-    return [list(range(count // 2)), list(range(count // 2, count))]
-
-
-def default_heads(width: int, head_dim: int = 64) -> int:
-    """The largest head count <= width / 64 that divides the width (6 / 12 / 16 for ViT-S / B / L)."""
-    heads = max(1, width // head_dim)
-    while width % heads:
-        heads -= 1
-    return heads
-
-
-def fuse(features: Sequence[Tensor], indices: Sequence[int]) -> Tensor:
-    """Mean of the selected features (official `fuse_feature`)."""
-    return torch.stack([features[i] for i in indices], dim=1).mean(dim=1)
-
-
-def trunc_normal_init_(module: nn.Module, std: float = 0.01, bound: float = 0.03) -> None:
-    """Official init of the trainable parts: Linear weights N(0, std) truncated to [-bound, bound], zero
-    biases; LayerNorm weight 1, bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=std, a=-bound, b=bound)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class Dinomaly(AnomalyNet):

@@ -38,9 +38,10 @@ from torch import Tensor, nn
 
 from uad.encoders import Encoder, EncoderSpec
 from uad.methods.base import AnomalyNet, Features, NetOutput
-from uad.methods.dinomaly import default_heads, trunc_normal_init_
 from uad.nn.align import align_avgpool
 from uad.nn.attention import SelfAttention
+from uad.nn.init import trunc_normal_init_
+from uad.nn.token_groups import default_heads
 from uad.nn.vit_block import ViTBlock
 
 

@@ -1,4 +1,4 @@
-"""Reconstruction losses shared by the methods.
+"""Reconstruction losses shared by the methods (Dinomaly's hard mining, INP-Former's soft mining).
 
 Dinomaly's "loose reconstruction" (official `global_cosine_hm_percent` in `utils.py`): per feature group,
 one cosine distance per image between the whole encoder and decoder feature maps (a global constraint
@@ -63,5 +63,27 @@ def global_cosine_hm(
             threshold = torch.topk(distance.flatten(), k).values[-1]
             weight = torch.where(distance < threshold, factor, 1.0).to(de.dtype)  # (B, 1, h, w)
         de = scale_gradient(de, weight)
+        total = total + (1 - F.cosine_similarity(en.flatten(1), de.flatten(1), dim=1)).mean()
+    return total / len(encoder_feats)
+
+
+def global_cosine_soft_mining(
+    encoder_feats: Sequence[Tensor], decoder_feats: Sequence[Tensor], power: float = 3.0
+) -> Tensor:
+    """INP-Former's soft-mining loss (official `global_cosine_hm_adaptive`): the loss value of
+    `global_cosine_hm`, but every point's gradient is re-weighted smoothly instead of by a hard threshold.
+
+    Per group, d_p = 1 - cos over channels at each point p (B, 1, h, w); the gradient reaching the decoder
+    features at p is multiplied by (d_p / mean(d)) ** power, the mean over the whole batch: points harder
+    than average get more than their share, easy points almost nothing, with no ratio to schedule.
+    """
+    total = 0.0
+    for en, de in zip(encoder_feats, decoder_feats, strict=True):
+        en = en.detach().float()
+        de = de.float()
+        with torch.no_grad():
+            distance = 1 - F.cosine_similarity(en, de, dim=1).unsqueeze(1)  # (B, 1, h, w)
+            weight = (distance / distance.mean()) ** power
+        de = scale_gradient(de, weight.to(de.dtype))
         total = total + (1 - F.cosine_similarity(en.flatten(1), de.flatten(1), dim=1)).mean()
     return total / len(encoder_feats)
