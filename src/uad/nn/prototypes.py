@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import Tensor, nn
 
-from uad.nn.attention import MultiHeadAttention
+from uad.nn.attention import CrossAttention, PackedKVCrossAttention
 
 
 class PrototypeExtractor(nn.Module):
@@ -37,14 +37,14 @@ class PrototypeExtractor(nn.Module):
         super().__init__()
         self.tokens = nn.Parameter(torch.randn(num_prototypes, dim))
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadAttention(dim, num_heads)
+        self.attn = CrossAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def forward(self, tokens: Tensor) -> Tensor:
         queries = self.tokens.expand(tokens.shape[0], -1, -1)  # (B, M, D)
         context = self.norm1(tokens)  # (B, N, D)
-        x = queries + self.attn(self.norm1(queries), context, context)  # (B, M, D)
+        x = queries + self.attn(self.norm1(queries), context)  # (B, M, D)
         return x + self.mlp(self.norm2(x))
 
 
@@ -56,33 +56,18 @@ def coherence_loss(tokens: Tensor, prototypes: Tensor) -> tuple[Tensor, Tensor]:
     return distance.mean(), distance
 
 
-class PrototypeAttention(nn.Module):
-    """Multi-head attention from tokens (queries) to prototypes (keys, values): per head,
-    out_i = sum_m ReLU(scale_h * cos(q_i, k_m)) v_m, then an output projection. `scale` is learnt per head
+class PrototypeAttention(PackedKVCrossAttention):
+    """Attention from tokens (queries) to prototypes (keys, values): per head,
+    out_i = sum_m ReLU(scale_h * cos(q_i, k_m)) v_m, then the output projection. `scale` is learnt per head
     (starting at 1); there is no softmax, so the weights of a token need not sum to one."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"{type(self).__name__}: width {dim} is not divisible by num_heads={num_heads}")
-        self.num_heads = num_heads
+        super().__init__(dim, num_heads, qkv_bias)
         self.scale = nn.Parameter(torch.ones(num_heads, 1, 1))
-        self.q_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(dim, dim, bias=qkv_bias)
-        self.out_proj = nn.Linear(dim, dim)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # (B, heads, N, d)
-
-    def forward(self, x: Tensor, prototypes: Tensor) -> Tensor:
-        q = F.normalize(self._heads(self.q_proj(x)), dim=-1)  # (B, heads, N, d)
-        k = F.normalize(self._heads(self.k_proj(prototypes)), dim=-1)  # (B, heads, M, d)
-        v = self._heads(self.v_proj(prototypes))  # (B, heads, M, d)
-        weights = F.relu(q @ k.transpose(-2, -1) * self.scale)  # (B, heads, N, M)
-        out = (weights @ v).transpose(1, 2).flatten(2)  # (B, N, D)
-        return self.out_proj(out)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        cos = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)  # (B, heads, N, M)
+        return F.relu(cos * self.scale) @ v
 
 
 class PrototypeGuidedBlock(nn.Module):

@@ -21,7 +21,7 @@ def test_prototype_attention_is_relu_of_scaled_cosines_per_head_without_softmax(
     with torch.no_grad():
         attn.scale.copy_(torch.tensor([0.5, 1.0, 2.0, -1.0]).view(HEADS, 1, 1))
     x, prototypes = torch.randn(2, 5, DIM), torch.randn(2, 3, DIM)
-    q, k, v = attn.q_proj(x), attn.k_proj(prototypes), attn.v_proj(prototypes)
+    q, (k, v) = attn.q(x), attn.kv(prototypes).chunk(2, dim=-1)  # kv: keys then values
     d = DIM // HEADS
     expected = torch.zeros(2, 5, DIM)
     for b in range(2):
@@ -31,7 +31,7 @@ def test_prototype_attention_is_relu_of_scaled_cosines_per_head_without_softmax(
                 for m in range(3):
                     cos = F.cosine_similarity(q[b, i, part], k[b, m, part], dim=0)
                     expected[b, i, part] += max(attn.scale[h].item() * cos.item(), 0.0) * v[b, m, part]
-    torch.testing.assert_close(attn(x, prototypes), attn.out_proj(expected), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attn(x, prototypes), attn.proj(expected), rtol=1e-5, atol=1e-6)
 
 
 def test_guided_block_has_no_residual_path_around_its_attention():
@@ -39,8 +39,8 @@ def test_guided_block_has_no_residual_path_around_its_attention():
     (MLP(LN(0))): nothing of the input token passes around the attention."""
     block = PrototypeGuidedBlock(DIM, HEADS)
     with torch.no_grad():
-        block.attn.out_proj.weight.zero_()
-        block.attn.out_proj.bias.zero_()
+        block.attn.proj.weight.zero_()
+        block.attn.proj.bias.zero_()
     out = block(torch.randn(2, 7, DIM), torch.randn(2, 3, DIM))
     torch.testing.assert_close(out, out[:1, :1].expand_as(out))
 
@@ -59,11 +59,13 @@ def test_extractor_gives_each_image_its_own_prototypes_from_its_set_of_tokens():
     # the definition: queries + softmax cross-attention over LN(tokens) (one LN for both), then + MLP(LN)
     norm = extractor.norm1
     queries = extractor.tokens[None].expand(3, -1, -1)
-    q = extractor.attn.q_proj(norm(queries)).unflatten(-1, (HEADS, -1)).transpose(1, 2)
-    k = extractor.attn.k_proj(norm(tokens)).unflatten(-1, (HEADS, -1)).transpose(1, 2)
-    v = extractor.attn.v_proj(norm(tokens)).unflatten(-1, (HEADS, -1)).transpose(1, 2)
+    q = extractor.attn.q(norm(queries)).unflatten(-1, (HEADS, -1)).transpose(1, 2)
+    k, v = (
+        part.unflatten(-1, (HEADS, -1)).transpose(1, 2)
+        for part in extractor.attn.kv(norm(tokens)).chunk(2, dim=-1)
+    )
     weights = (q @ k.transpose(-2, -1) / (DIM // HEADS) ** 0.5).softmax(-1)
-    x = queries + extractor.attn.out_proj((weights @ v).transpose(1, 2).flatten(2))
+    x = queries + extractor.attn.proj((weights @ v).transpose(1, 2).flatten(2))
     torch.testing.assert_close(prototypes, x + extractor.mlp(extractor.norm2(x)), rtol=1e-5, atol=1e-6)
 
 
