@@ -38,6 +38,7 @@ CPU it is replaced by the same package's pure-PyTorch reference `selective_scan_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.machinery
 import importlib.util
 import json
@@ -45,6 +46,7 @@ import math
 import sys
 import types
 from argparse import Namespace
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -485,6 +487,20 @@ def stub_modules(names: tuple[str, ...]) -> None:
         sys.modules.setdefault(name, module)
 
 
+@contextlib.contextmanager
+def stubbed_modules(names: tuple[str, ...]) -> Iterator[None]:
+    """`stub_modules(names)` while the official modules are imported, then the stand-ins removed again
+    (the importing module keeps its reference): other libraries look a module up in sys.modules (sklearn
+    asks whether pandas is there, and would take the stand-in for it)."""
+    added = [name for name in names if name not in sys.modules]
+    stub_modules(names)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
 def ader_imports() -> None:
     """Empty stand-ins for ADER_UNUSED_MODULES, placeholders for the timm optimisers ADer's `optim` imports
     by names the installed timm no longer has (ADer's recipes use torch's AdamW), `collections.Iterable`
@@ -880,10 +896,10 @@ def inpformer(official: Path, backbone: str) -> dict:
     INPFORMER_STEPS steps of the script's loop (StableAdamW, WarmCosineScheduler, clip 0.1) on one training
     image, recording the losses and each INPFORMER_KEYS tensor's change; and the trainable parameter count of
     the official model at ViT-S, B and L (built unfilled: counting needs no weights)."""
-    stub_modules(INPFORMER_UNUSED_MODULES)
-    from dataset import get_data_transforms
-    from optimizers import StableAdamW
-    from utils import WarmCosineScheduler, global_cosine_hm_adaptive
+    with stubbed_modules(INPFORMER_UNUSED_MODULES):
+        from dataset import get_data_transforms
+        from optimizers import StableAdamW
+        from utils import WarmCosineScheduler, global_cosine_hm_adaptive
 
     counts = {}
     for size in DINOMALY_SIZES:
