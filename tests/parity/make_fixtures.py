@@ -174,15 +174,10 @@ def grad_norms(loss: torch.Tensor, model: torch.nn.Module, keys: list[str]) -> d
     return {k: params[k].grad.norm().item() for k in keys}
 
 
-def dinomaly_model(backbone: str) -> torch.nn.Module:
-    """The official ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES), built as dinomaly_mvtec_uni.py
-    builds it (the encoder without its download), unfilled; the checkout must be on sys.path."""
-    from dinov2.models import vision_transformer as dinov2
-    from models.uad import ViTill
-    from models.vision_transformer import Block, LinearAttention2, bMlp
-
-    arch, dim, heads, taps = DINOMALY_SIZES[backbone]
-    encoder = getattr(dinov2, arch)(
+def dinov2_encoder(dinov2: Any, arch: str) -> torch.nn.Module:
+    """The DINOv2-reg ViT `arch` of the checkout's `dinov2.models.vision_transformer` module, as the
+    Dinomaly and INP-Former scripts build it before loading its download (their `vit_encoder.load`)."""
+    return getattr(dinov2, arch)(
         patch_size=14,
         img_size=518,
         block_chunks=0,
@@ -191,6 +186,17 @@ def dinomaly_model(backbone: str) -> torch.nn.Module:
         interpolate_antialias=False,
         interpolate_offset=0.1,
     )
+
+
+def dinomaly_model(backbone: str) -> torch.nn.Module:
+    """The official ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES), built as dinomaly_mvtec_uni.py
+    builds it (the encoder without its download), unfilled; the checkout must be on sys.path."""
+    from dinov2.models import vision_transformer as dinov2
+    from models.uad import ViTill
+    from models.vision_transformer import Block, LinearAttention2, bMlp
+
+    arch, dim, heads, taps = DINOMALY_SIZES[backbone]
+    encoder = dinov2_encoder(dinov2, arch)
     bottleneck = torch.nn.ModuleList([bMlp(dim, dim * 4, dim, drop=0.2)])
     norm = partial(torch.nn.LayerNorm, eps=1e-8)
     decoder = torch.nn.ModuleList(
@@ -830,15 +836,7 @@ def inpformer_model(backbone: str, num_prototypes: int = 6) -> tuple[torch.nn.Mo
     from torch.nn.init import trunc_normal_
 
     arch, dim, heads, taps = DINOMALY_SIZES[backbone]
-    encoder = getattr(dinov2, arch)(
-        patch_size=14,
-        img_size=518,
-        block_chunks=0,
-        init_values=1e-8,
-        num_register_tokens=4,
-        interpolate_antialias=False,
-        interpolate_offset=0.1,
-    )
+    encoder = dinov2_encoder(dinov2, arch)
     nn = torch.nn
     norm = partial(nn.LayerNorm, eps=1e-8)
     bottleneck = nn.ModuleList([Mlp(dim, dim * 4, dim, drop=0.0)])

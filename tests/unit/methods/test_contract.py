@@ -25,7 +25,7 @@ WORKS_ON = {
     "dualad_he": ("cnn", "vit"),
     "dualad_ho": ("cnn", "vit"),
     "featrec": ("cnn", "vit"),
-    "inpformer": ("vit",),
+    "inpformer": ("cnn", "vit"),  # the CNN variant: this suite's (channel slices of the stages)
     "patchcore": ("cnn", "vit"),
     "mambaad": ("cnn",),
     "rd4ad": ("cnn",),
@@ -36,7 +36,6 @@ WORKS_ON = {
 REFUSED = {
     ("rd4ad", "vit"): "decoder mirrors a CNN",  # ResNet stages going up: a ViT has no such stages
     ("mambaad", "vit"): "fusion and decoder mirror",  # the stride-4/8/16 pyramid of a CNN
-    ("inpformer", "cnn"): "attend over ViT tokens",  # prototypes and decoder are token attention
 }
 SMALL = {  # method -> its cheapest size settings, to keep the test fast (the real sizes: its own tests)
     "mambaad": {"depths": [2, 2, 2, 2], "directions": 2},
