@@ -42,7 +42,7 @@ class PrototypeExtractor(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        queries = self.tokens.expand(tokens.shape[0], -1, -1)  # (B, M, D)
+        queries = self.tokens.repeat(tokens.shape[0], 1, 1)  # (B, M, D); a copy, not a view of the parameter
         context = self.norm1(tokens)  # (B, N, D)
         x = queries + self.attn(self.norm1(queries), context)  # (B, M, D)
         return x + self.mlp(self.norm2(x))

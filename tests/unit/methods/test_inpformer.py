@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import compose_config
-from uad import builders
+from uad import builders, pipeline
 from uad.nn.losses import global_cosine_soft_mining
 from uad.nn.prototypes import coherence_loss
 
@@ -94,3 +94,21 @@ def test_recipes_follow_the_official_scripts():
         other = compose_config([f"experiment={name}"])
         assert (other.dataset.name, other.dataset.setting) == (dataset, setting)
         assert other.trainer.max_epochs == 200 and other.method.optimizer.lr == 1e-3
+
+
+def test_describe_counts_and_shapes(tmp_path):
+    """mode=describe runs the network under no_grad with a FLOP counter (its module hooks refuse a view of a
+    parameter made without gradients: the INPs are copied per image)."""
+    overrides = [
+        "mode=describe",
+        "method=inpformer",
+        "backbone=dinov2_vits14_reg",
+        "backbone.pretrained=false",
+    ]
+    info = pipeline.run(
+        compose_config(
+            [*overrides, "protocol.image_size=112", "protocol.crop_size=null"], output_dir=tmp_path
+        )
+    )
+    assert info["per_module"] == _counts(*SIZES["dinov2_vits14_reg"])
+    assert info["shapes"]["prototypes"] == [1, 6, 384]
