@@ -33,7 +33,9 @@ images / wall. Sides run in turn (official, ours, official, ours with --repeats 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import resource
 import statistics
@@ -59,9 +61,9 @@ LABELS = {
     "dualad_he": "DualAD-He (wres50 224, batch 16)",
     "dinomaly": "Dinomaly (ViT-S/14 reg 256->224, batch 16)",
 }
-# optimiser steps per method (full, --quick): several epochs of the 65 training images, as training is
-STEPS = {"uniad": (24, 6), "dualad_he": (12, 3), "dinomaly": (12, 3)}
+EPOCHS = (3, 2)  # training epochs of the chosen images (full, --quick): the cache fills in the first
 BATCH = {"uniad": 8, "dualad_he": 16, "dinomaly": 16}
+DROP_LAST = {"uniad": False, "dualad_he": False, "dinomaly": True}  # the official loaders, as ours
 OURS = {
     "uniad": ["experiment=uniad_mvtec"],
     "dualad_he": ["experiment=dualad_mvtec"],
@@ -115,11 +117,15 @@ def official_config(method: str, checkout: Path, data: Path, classes: list[str],
     return path
 
 
-def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
-    """Wall and CPU seconds (children's user + system) of one process; its output goes to `log`."""
+def timed(cmd: list[str], env: dict[str, str], log: Path, last: int = 0) -> dict[str, float]:
+    """Wall and CPU seconds (children's user + system) of one process; its output goes to `log`. A
+    training run (`last` > 0) also gives `step_wall` and `step_cpu`: the median seconds per optimiser step
+    over its `last` final steps, once the first epoch (and any cache fill) is behind it."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    clocks = log.with_suffix(".steps.json")
     start = time.perf_counter()
     with log.open("w") as out:
+        env = env | {"UAD_E2E_STEP_TIMES": str(clocks)} if last else env
         rc = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -127,7 +133,12 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
         tail = log.read_text()[-2500:]
         raise RuntimeError(f"exit {rc}: {' '.join(cmd)[:300]}\n{tail}")
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return {"wall": wall, "cpu": cpu}
+    out = {"wall": wall, "cpu": cpu}
+    if last:
+        steps = json.loads(clocks.read_text())[-last - 1 :]
+        for i, key in enumerate(("step_wall", "step_cpu")):
+            out[key] = statistics.median(b[i] - a[i] for a, b in itertools.pairwise(steps))
+    return out
 
 
 class Bench:
@@ -144,7 +155,10 @@ class Bench:
             "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",  # the official torch.load calls predate weights_only
         }
         self.launch = [sys.executable, str(HERE / "e2e_launch.py")]
-        self.test_images = sum(len(list((args.data / c / "test").glob("*/*.png"))) for c in self.classes)
+        self.train_images, self.test_images = (
+            sum(len(list((args.data / c / split).glob("*/*.png"))) for c in self.classes)
+            for split in ("train", "test")
+        )
 
     def job(self, method: str, stage: str) -> dict:
         checkout = self.args.official / FOLDERS[method]
@@ -186,22 +200,25 @@ class Bench:
         return [*self.launch, str(steps), "official", json.dumps(self.job(method, stage))]
 
     def measure(self, method: str) -> dict:
-        steps = STEPS[method][1 if self.args.quick else 0]
+        batch, images = BATCH[method], self.train_images
+        per_epoch = images // batch if DROP_LAST[method] else math.ceil(images / batch)
+        steps = per_epoch * EPOCHS[1 if self.args.quick else 0]
         logs = self.tmp / method
         logs.mkdir(exist_ok=True)
         save = self.official(method, "save", 0)
         timed(save, self.env_official, logs / "save.log")
-        out: dict = {"steps": steps, "batch": BATCH[method]}
+        out: dict = {"steps": steps, "batch": batch, "per_epoch": per_epoch}
         for stage, n in (("train", steps), ("eval", 0)):
             runs: dict[str, list[dict[str, float]]] = {"official": [], "ours": []}
             for r in range(self.args.repeats):
                 for side in ("official", "ours"):
                     cmd = getattr(self, side)(method, stage, n)
                     env = self.env_official if side == "official" else self.env_ours
-                    runs[side].append(timed(cmd, env, logs / f"{side}_{stage}_{r}.log"))
+                    last = per_epoch if stage == "train" else 0
+                    runs[side].append(timed(cmd, env, logs / f"{side}_{stage}_{r}.log", last))
                     print(f"  {method} {stage} {side}: {runs[side][-1]}", file=sys.stderr, flush=True)
             out[stage] = {
-                side: {k: statistics.median(t[k] for t in times) for k in ("wall", "cpu")}
+                side: {k: statistics.median(t[k] for t in times) for k in times[0]}
                 for side, times in runs.items()
             }
         return out
@@ -210,10 +227,17 @@ class Bench:
 def row(label: str, stage: str, images: int, r: dict) -> str:
     official, ours = r["official"], r["ours"]
     ips = [images / official["wall"], images / ours["wall"]]
+    step = "|"
+    if "step_wall" in ours:  # the last epoch's steps: what every later epoch of a long training costs
+        walls, cpus = [official["step_wall"], ours["step_wall"]], [official["step_cpu"], ours["step_cpu"]]
+        step = (
+            f" {walls[0]:.2f} / {walls[1]:.2f} | {cpus[0]:.2f} / {cpus[1]:.2f} | {walls[0] / walls[1]:.2f}x "
+            f"({cpus[0] / cpus[1]:.2f}x) |"
+        )
     return (
         f"| {label} | {stage} | {images} | {official['wall']:.1f} / {ours['wall']:.1f} | "
         f"{official['cpu']:.1f} / {ours['cpu']:.1f} | {ips[0]:.2f} / {ips[1]:.2f} | "
-        f"**{ips[1] / ips[0]:.2f}x** | {official['cpu'] / ours['cpu']:.2f}x |"
+        f"**{ips[1] / ips[0]:.2f}x** | {official['cpu'] / ours['cpu']:.2f}x |{step}"
     )
 
 
@@ -245,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         f"at start {os.getloadavg()[0]:.1f}. Wall / CPU seconds: official / ours; ratios ours over official "
         "(images/s) and official over ours (CPU s). Method: bench/bench_official_e2e.py's docstring.",
         "",
-        "| method | stage | images | wall s | CPU s | images/s | images/s ratio | CPU ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | stage | images | wall s | CPU s | images/s | images/s ratio | CPU ratio | last-epoch "
+        "wall s/step | CPU s/step | per-step ratio wall (CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="uad_e2e_") as tmp:
         if args.keep:
@@ -255,16 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             checkout = args.official / FOLDERS[method]
             if not checkout.is_dir():
-                lines.append(f"| {LABELS[method]} | skipped: no {checkout} | | | | | | |")
+                lines.append(f"| {LABELS[method]} | skipped: no {checkout} | | | | | | | | | |")
                 continue
             try:
                 r = bench.measure(method)
             except RuntimeError as err:
-                lines.append(f"| {LABELS[method]} | failed: {str(err).splitlines()[0][:200]} | | | | | | |")
+                why = str(err).splitlines()[0][:200]
+                lines.append(f"| {LABELS[method]} | failed: {why} | | | | | | | | | |")
                 print(err, file=sys.stderr)
                 continue
             images = r["steps"] * r["batch"]
-            lines.append(row(LABELS[method], f"train ({r['steps']} steps)", images, r["train"]))
+            stage = f"train ({r['steps']} steps, {EPOCHS[args.quick]} epochs)"
+            lines.append(row(LABELS[method], stage, images, r["train"]))
             lines.append(row(LABELS[method], "eval (test set)", bench.test_images, r["eval"]))
             print(lines[-2] + "\n" + lines[-1], file=sys.stderr, flush=True)
     lines += ["", f"Classes: {', '.join(bench.classes)}; took {time.perf_counter() - start:.0f} s."]
