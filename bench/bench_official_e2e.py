@@ -227,7 +227,7 @@ class Bench:
 def row(label: str, stage: str, images: int, r: dict) -> str:
     official, ours = r["official"], r["ours"]
     ips = [images / official["wall"], images / ours["wall"]]
-    step = "|"
+    step = " | | |"
     if "step_wall" in ours:  # the last epoch's steps: what every later epoch of a long training costs
         walls, cpus = [official["step_wall"], ours["step_wall"]], [official["step_cpu"], ours["step_cpu"]]
         step = (
