@@ -25,14 +25,28 @@ MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
 
-def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
-    """Normalised 2-D Gaussian (kernel_size x kernel_size); kernel_size 0 means 2 * ceil(4 sigma) + 1."""
+def gaussian_kernel_1d(sigma: float, kernel_size: int) -> Tensor:
+    """Normalised 1-D Gaussian (kernel_size,); kernel_size 0 means 2 * ceil(4 sigma) + 1."""
     if kernel_size <= 0:
         kernel_size = 2 * int(torch.ceil(torch.tensor(4.0 * sigma))) + 1
     ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
-    k = torch.outer(g, g)
-    return (k / k.sum()).float()
+    return g / g.sum()
+
+
+def gaussian_blur(maps: Tensor, sigma: float, kernel_size: int = 0, padding: str = "zeros") -> Tensor:
+    """(B, 1, H, W) maps convolved with the normalised 2-D Gaussian (k x k), as two 1-D passes: the 2-D
+    kernel is the outer product of the 1-D one (`gaussian_kernel_1d`), so the result is the same (to float
+    rounding) at 2k instead of k^2 multiply-adds per pixel (66 instead of 1,089 for sigma 4).
+    padding: "zeros", "reflect" (torch's, edge excluded) or "symmetric" (`symmetric_pad`)."""
+    g = gaussian_kernel_1d(sigma, kernel_size).to(maps)
+    pad = len(g) // 2
+    if padding == "symmetric":
+        maps = symmetric_pad(maps, pad)
+    else:
+        maps = F.pad(maps, (pad,) * 4, mode="constant" if padding == "zeros" else padding)
+    maps = F.conv2d(maps, g.view(1, 1, 1, -1))  # along W
+    return F.conv2d(maps, g.view(1, 1, -1, 1))  # along H
 
 
 def symmetric_pad(maps: Tensor, pad: int) -> Tensor:
@@ -156,12 +170,7 @@ class EvalProtocol:
         if maps.shape[-2:] != (size, size):
             maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
         if self.smoothing_sigma > 0:
-            kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel).to(maps.device)
-            pad = kernel.shape[-1] // 2
-            if self.smoothing_padding == "symmetric":
-                maps = F.conv2d(symmetric_pad(maps, pad), kernel[None, None])
-            else:
-                maps = F.conv2d(maps, kernel[None, None], padding=pad)
+            maps = gaussian_blur(maps, self.smoothing_sigma, self.smoothing_kernel, self.smoothing_padding)
         return maps[:, 0]
 
     def image_scores(self, maps: Tensor, net_scores: Tensor | None = None) -> Tensor:
