@@ -28,6 +28,21 @@ def gather_to_cpu(tensor: Tensor, group: object = None) -> list[Tensor]:
     return filled or [tensor.cpu()]
 
 
+def _cat_releasing(chunks: list[Tensor]) -> Tensor:
+    """torch.cat(chunks) along dim 0, emptying the list as it goes: each chunk is freed once copied (unless
+    held elsewhere), so the peak is the result plus one chunk, not the result plus every chunk."""
+    total = sum(len(c) for c in chunks)
+    out = chunks[0].new_empty((total, *chunks[0].shape[1:]))
+    chunks.reverse()  # pop() from the end: O(1) each
+    start = 0
+    while chunks:
+        chunk = chunks.pop()
+        out[start : start + len(chunk)] = chunk
+        start += len(chunk)
+        del chunk  # before the next pop
+    return out
+
+
 class IndexedMetric(Metric):
     """Base for metrics whose state is one row per test image, keyed by the dataset index."""
 
@@ -59,14 +74,17 @@ class IndexedMetric(Metric):
 
     def records(self) -> dict[str, Tensor]:
         """The states concatenated, one row per dataset index (the first of repeats), sorted by index.
-        The concatenation replaces the per-batch lists, and rows already in order are not copied again,
-        so the maps are held once, not three times."""
+        The concatenation replaces the per-batch lists, releasing each batch as it is copied, and rows
+        already in order are not copied again, so the maps are held once (plus one batch), not twice."""
         if not self.update_called:
             raise RuntimeError(f"{type(self).__name__}: no update() before compute()")
         state = {}
         for name in self.fields:
-            state[name] = dim_zero_cat(getattr(self, name))
-            if not self._is_synced:
+            chunks = getattr(self, name)
+            if self._is_synced or len(chunks) == 1:
+                state[name] = dim_zero_cat(chunks)
+            else:
+                state[name] = _cat_releasing(chunks)
                 setattr(self, name, [state[name]])
         index = state["index"]
         order = torch.argsort(index, stable=True)
