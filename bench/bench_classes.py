@@ -144,20 +144,6 @@ def plot(rows: list[dict]) -> None:
     fig.savefig(PLOT, dpi=100)
 
 
-def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of results.md, atomically; the rest is kept."""
-    from uad.utils.io import write_text
-
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    head, found, tail = text.partition(SECTION)
-    if found:
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-    else:
-        head, tail = head.rstrip("\n") + "\n\n", ""
-    write_text(RESULTS, head + "\n".join(lines).rstrip("\n") + "\n" + tail)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -186,7 +172,9 @@ def main() -> None:
         )
     print("\n".join(lines))
     if args.write:
-        write_section(lines)
+        from results_section import write_section
+
+        write_section(RESULTS, SECTION, lines)
 
 
 if __name__ == "__main__":

@@ -206,21 +206,9 @@ def main() -> None:
         )
     print("\n".join(lines))
     if args.write:
-        write_section(lines)
+        from results_section import write_section
 
-
-def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of results.md, atomically; the rest is kept."""
-    from uad.utils.io import write_text
-
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    head, found, tail = text.partition(SECTION)
-    if found:
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-    else:
-        head, tail = head.rstrip("\n") + "\n\n", ""
-    write_text(RESULTS, head + "\n".join(lines).rstrip("\n") + "\n" + tail)
+        write_section(RESULTS, SECTION, lines)
 
 
 if __name__ == "__main__":

@@ -257,7 +257,9 @@ def main() -> None:
     lines = report(runs, scores, loads, args)
     print("\n".join(lines))
     if args.write:
-        write_section(lines)
+        from results_section import write_section
+
+        write_section(RESULTS, SECTION, lines)
     return None
 
 
@@ -324,20 +326,6 @@ def report(runs: dict, scores: dict, loads: list[float], args: argparse.Namespac
         f"(wall: fit {theirs[0] / ours[0]:.2f}x, test {theirs[2] / ours[2]:.2f}x).",
     ]
     return lines
-
-
-def write_section(lines: list[str]) -> None:
-    """Replace (or append) this script's section of results.md, atomically; the rest is kept."""
-    from uad.utils.io import write_text
-
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    head, found, tail = text.partition(SECTION)
-    if found:
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-    else:
-        head, tail = head.rstrip("\n") + "\n\n", ""
-    write_text(RESULTS, head + "\n".join(lines).rstrip("\n") + "\n" + tail)
 
 
 if __name__ == "__main__":
