@@ -124,13 +124,12 @@ def plot(rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for mode in MODES:
+    for i, mode in enumerate(MODES):
         part = [r for r in rows if r["mode"] == mode and "failed" not in r]
-        left.plot([r["maps"] for r in part], [r["cpu_seconds"] for r in part], "o-", label=mode)
-        right.plot(
-            [r["maps"] for r in part], [r["peak_mb"] / 1024 for r in part], "o-", label=f"{mode}: peak"
-        )
-        right.plot([r["maps"] for r in part], [r["states_gib"] for r in part], "x:", label=f"{mode}: states")
+        maps, colour = [r["maps"] for r in part], f"C{i}"
+        left.plot(maps, [r["cpu_seconds"] for r in part], "o-", color=colour, label=mode)
+        right.plot(maps, [r["peak_mb"] / 1024 for r in part], "o-", color=colour, label=f"{mode}: peak")
+        right.plot(maps, [r["states_gib"] for r in part], "x:", color=colour, label=f"{mode}: states")
         for r in rows:
             if r["mode"] == mode and "failed" in r:
                 right.axvline(r["maps"], color="red", alpha=0.4, ls="--")
