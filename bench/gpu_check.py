@@ -218,22 +218,10 @@ def ddp_rows(steps: int, deadline: float) -> list[str]:
 
 
 def write_section(lines: list[str], results: Path, section: str = SECTION) -> None:
-    """Replace (or add) one script's section of bench/results.md; the rest of the file is kept. A new
-    section goes above run_all's KEPT line, so that `make bench` rewrites it rather than keeping a copy."""
-    from uad.utils.io import write_text
+    """Replace (or add) this script's section of bench/results.md; the rest of the file is kept."""
+    from results_section import write_section as replace
 
-    kept = "<!-- make bench keeps what follows"
-    text = results.read_text() if results.exists() else "# Benchmarks\n"
-    head, found, tail = text.partition(section)
-    if found:
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-    elif kept in text:
-        head, marker, tail = text.partition(kept)
-        tail = "\n" + marker + tail
-    else:
-        head, tail = head.rstrip("\n") + "\n\n", ""
-    write_text(results, head + "\n".join(lines).rstrip("\n") + "\n" + tail)
+    replace(results, section, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
