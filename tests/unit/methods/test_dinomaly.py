@@ -3,6 +3,8 @@ embedding), the CNN variant, the recipes, and a tiny train + evaluate through th
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -13,7 +15,7 @@ from tests.conftest import CONF_DIR, compose_config
 from uad import builders, pipeline
 from uad.encoders import Encoder
 from uad.encoders.encoder import resample_grid_pos_embed
-from uad.methods.dinomaly import Dinomaly, default_heads
+from uad.methods.dinomaly import Dinomaly, DinomalyCNN, default_heads
 from uad.optim import StableAdamW
 
 # Trainable parameters (bottleneck bMlp + 8 decoder Blocks with LinearAttention2) of the official ViTill,
@@ -177,6 +179,7 @@ def test_official_dinov2_weights_file_loads_offline(tmp_path):
 def test_cnn_variant_splits_the_aligned_stages_into_two_groups():
     torch.manual_seed(0)
     model = Dinomaly(Encoder("effnet_lite0", pretrained=False, input_size=64)).eval()
+    assert type(model) is DinomalyCNN and type(copy.deepcopy(model)) is DinomalyCNN
     assert model.decoder[0].attn.num_heads == 3  # 192 channels -> 3 heads of 64
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

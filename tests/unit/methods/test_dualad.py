@@ -3,12 +3,14 @@ blocks, memory, spatial noise, per-level loss and map, MFAA aligner, are tested 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from tests.conftest import compose_config
 from uad import builders, pipeline
-from uad.methods.dualad import DualAD
+from uad.methods.dualad import DualAD, DualADHe, DualADHo
 from uad.nn.level_error import level_mse_sum
 
 # --- parity: trainable parameters of the official model -------------------------------------------------
@@ -142,6 +144,14 @@ def test_he_streams_are_read_from_the_memories(tiny_cfg):
 def test_neighbour_mask_can_be_switched_off(tiny_cfg):
     model = _tiny_model(tiny_cfg, "dualad_ho", "method.model.neighbor_size=null").eval()
     assert model(torch.randn(1, 3, 64, 64))["anomaly_map"].shape == (1, 1, 64, 64)
+
+
+@pytest.mark.parametrize(("method", "cls"), [("dualad_he", DualADHe), ("dualad_ho", DualADHo)])
+def test_the_variant_key_builds_its_subclass_and_a_copy_keeps_it(method, cls, tiny_cfg):
+    model = _tiny_model(tiny_cfg, method)
+    assert type(model) is cls and type(copy.deepcopy(model)) is cls
+    assert ("memories" in dict(model.named_children())) == (cls is DualADHe)
+    assert ("pos_proj" in dict(model.named_children())) == (cls is DualADHo)
 
 
 def test_unknown_variant_is_refused_with_the_key(tiny_cfg):
