@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uad.data.batch import Batch
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
@@ -47,9 +48,7 @@ class Scorer(nn.Module):
 
 
 @torch.no_grad()
-def score_loader(
-    scorer: Scorer, batches: Iterable[dict[str, Any]], keep_maps: bool = False
-) -> dict[str, Any]:
+def score_loader(scorer: Scorer, batches: Iterable[Batch], keep_maps: bool = False) -> dict[str, Any]:
     """Score every batch of a data loader in eval mode: class names, labels, image scores, the maximum of
     each evaluation map and, with keep_maps, the maps and masks at the evaluation size (on the CPU)."""
     device = next(scorer.net.parameters()).device
