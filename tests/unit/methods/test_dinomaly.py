@@ -1,5 +1,5 @@
 """Dinomaly: parity with the official implementation (parameter counts, shapes, groups, positional
-embedding), the CNN variant, the recipes, and a tiny train + evaluate through the real configs."""
+embedding), the CNN variant and the recipes (the end-to-end run: tests/integration/test_method_runs.py)."""
 
 from __future__ import annotations
 
@@ -265,21 +265,3 @@ def test_visa_and_realiad_recipes(dataset, steps, dropout, tmp_path):
         pytest.skip(f"conf/dataset/{dataset}.yaml comes with the data issue")
     cfg = compose_config([f"experiment=dinomaly_{dataset}"], output_dir=tmp_path)
     assert (cfg.dataset.name, cfg.trainer.max_steps, cfg.method.model.dropout) == (dataset, steps, dropout)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["dinov2_vits14_reg", "effnet_lite0"])
-def test_tiny_train_and_evaluate(backbone, tiny_cfg):
-    cfg = tiny_cfg(
-        "method=dinomaly",
-        f"backbone={backbone}",
-        "backbone.pretrained=false",
-        "protocol.image_size=56",
-        "protocol.crop_size=null",
-        "protocol.eval_size=null",
-        "dataset.classes=[weave,nut]",
-    )
-    results = pipeline.run(cfg)
-    assert set(results["per_class"]) == {"weave", "nut"}
-    assert all(0.0 <= v <= 1.0 for v in results["mean"].values() if v is not None)
-    assert results["run"]["method"] == "dinomaly" and results["run"]["trainable_params"] > 0
