@@ -43,7 +43,9 @@ class Scorer(nn.Module):
         if self.raw_input:
             images = (images - self.mean) / self.std  # the same arithmetic as InputTransform.finish
         output = self.net(images, class_id)  # as AnomalyModule.test_step
-        maps = self.protocol.maps_for_eval(output.anomaly_map.float())  # (N, 1, S, S) -> (N, h, w)
+        maps = self.protocol.maps_for_eval(
+            self.protocol.chosen_map(output.maps())
+        )  # (N, 1, S, S) -> (N, h, w)
         return maps, self.protocol.image_scores(maps, output.image_score)
 
 

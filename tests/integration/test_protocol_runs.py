@@ -32,3 +32,11 @@ def test_real_iad_runs_report_sample_level_metrics(tmp_path):
     assert set(sample_level["mean"]) == {"S-AUROC", "S-AP", "S-F1max"}
     assert all(0.0 <= v <= 1.0 for v in sample_level["mean"].values())
 
+
+def test_the_protocol_evaluates_the_map_it_names(tiny_cfg):
+    """PatchCore offers its blurred map (its own) and `patch_map`; `protocol.map_name=patch_map` evaluates
+    the second through the test step and the Evaluator, and results.json records the choice."""
+    cfg = tiny_cfg("method=patchcore", "dataset.classes=[nut]", "protocol.map_name=patch_map")
+    results = pipeline.run(cfg)
+    assert results["protocol"]["map_name"] == "patch_map"
+    assert all(math.isfinite(v) for v in results["mean"].values())

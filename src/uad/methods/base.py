@@ -47,6 +47,17 @@ class NetOutput:
             return getattr(self, name)
         return self.tensors[name]
 
+    def maps(self) -> dict[str, Tensor]:
+        """Every map the network offers, by name: `anomaly_map` (its own) and each (B, 1, h, w) tensor among
+        the named ones (the protocol's `map_name` chooses one to evaluate)."""
+        batch = self.anomaly_map.shape[0]
+        named = {
+            name: t
+            for name, t in self.tensors.items()
+            if isinstance(t, Tensor) and t.ndim == 4 and t.shape[:2] == (batch, 1)
+        }
+        return {"anomaly_map": self.anomaly_map, **named}
+
 
 class AnomalyNet(nn.Module):
     """Base network: a frozen `Encoder` plus the trainable modules a subclass adds.

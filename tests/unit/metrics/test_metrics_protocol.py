@@ -12,6 +12,10 @@ from tests.conftest import compose_config
 from uad import builders
 from uad.callbacks.evaluation import Evaluator
 from uad.data.transforms import InputTransform
+from uad.encoders import Encoder
+from uad.errors import ConfigError
+from uad.inference import Scorer
+from uad.methods.patchcore import PatchCore
 from uad.metrics import METRIC_NAMES, EvalProtocol, compute_metrics
 from uad.metrics.records import EvalRecords
 from uad.results import Results, merge_results
@@ -113,3 +117,24 @@ def test_separate_runs_join_their_flipped_lists():
     parts = [Results({c: {"I-AUROC": 0.6}}, {}, extra={"flipped_auroc": [f]}) for c, f in zip("ab", flips)]
     assert merge_results(parts).extra["flipped_auroc"] == flips
 
+
+# -- the map the protocol evaluates: the network's own, or another it names ----------------------------
+
+
+def test_map_name_chooses_among_the_networks_maps_and_an_unknown_name_lists_them():
+    net = PatchCore(Encoder("effnet_lite0", pretrained=False, input_size=64), coreset_ratio=0.5).eval()
+    with torch.no_grad():
+        net.fit(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
+        output = net(torch.randn(2, 3, 64, 64), torch.tensor([0, 0]))
+    assert sorted(output.maps()) == ["anomaly_map", "patch_map"]  # the (B, 1, h, w) ones, not "patches"
+    own, patch = EvalProtocol(InputTransform(64)), EvalProtocol(InputTransform(64), map_name="patch_map")
+    assert own.chosen_map(output.maps()) is output.anomaly_map
+    assert patch.chosen_map(output.maps()) is output["patch_map"]
+    images, classes = torch.randn(2, 3, 64, 64), torch.tensor([0, 0])
+    with torch.no_grad():
+        maps, _ = Scorer(net, patch)(images, classes)
+        expected = patch.maps_for_eval(net(images, classes)["patch_map"])  # bilinear up to 64, no blur
+        assert not torch.allclose(maps, Scorer(net, own)(images, classes)[0])
+    torch.testing.assert_close(maps, expected)
+    with pytest.raises(ConfigError, match=r"protocol\.map_name 'nope'.*\['anomaly_map', 'patch_map'\]"):
+        EvalProtocol(InputTransform(64), map_name="nope").chosen_map(output.maps())
