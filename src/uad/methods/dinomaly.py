@@ -76,14 +76,8 @@ class Dinomaly(AnomalyNet):
     the encoder's); the other arguments as the paper's code sets them.
 
     This class is the paper's model, on a ViT. On a CNN encoder `Dinomaly(encoder, ...)` builds a
-    `DinomalyCNN` (as `pathlib.Path(...)` builds a `PosixPath`), so that `method=dinomaly` works on every
-    backbone; `cnn_stride` is that variant's only own argument."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Dinomaly:
-        encoder = kwargs.get("encoder", args[0] if args else None)  # none when a copy or pickle rebuilds it
-        if cls is Dinomaly and encoder is not None and encoder.spec.kind == "cnn":
-            cls = DinomalyCNN
-        return super().__new__(cls)
+    `DinomalyCNN` (`AnomalyNet.cnn_variant`), so that `method=dinomaly` works on every backbone;
+    `cnn_stride` is that variant's only own argument."""
 
     def __init__(
         self,
@@ -235,3 +229,6 @@ class DinomalyCNN(Dinomaly):
     @staticmethod
     def _slice(features: Tensor, ranges: Sequence[tuple[int, int]]) -> Tensor:
         return torch.cat([features[:, a:b] for a, b in ranges], dim=1)
+
+
+Dinomaly.cnn_variant = DinomalyCNN  # Dinomaly(cnn_encoder) builds it

@@ -47,16 +47,10 @@ class ViTAD(AnomalyNet):
     """ViTAD on a registry ViT. Its taps are the teachers then the neck (last); on ViT-S/16 DINO at 256 px
     it has 16,216,320 trainable parameters (the official model's 16,897,768 less its unused 681,448).
     `students` are the decoder blocks (1-based) whose outputs are compared, one per teacher. On a CNN encoder
-    `ViTAD(encoder, ...)` builds a `ViTADCNN` (as `pathlib.Path(...)` builds a `PosixPath`); `cnn_stride`
+    `ViTAD(encoder, ...)` builds a `ViTADCNN` (`AnomalyNet.cnn_variant`); `cnn_stride`
     is that variant's only own argument."""
 
     neck_tap = ": the last ViT tap is the neck"  # how the taps divide, for an error message
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> ViTAD:
-        encoder = kwargs.get("encoder", args[0] if args else None)  # none when a copy or pickle rebuilds it
-        if cls is ViTAD and encoder is not None and encoder.spec.kind == "cnn":
-            cls = ViTADCNN
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -192,3 +186,6 @@ class ViTADCNN(ViTAD):
 
     def compared(self, maps: list[Tensor]) -> list[Tensor]:
         return [m[:, a:b] for m, (a, b) in zip(maps, self.slices, strict=True)]
+
+
+ViTAD.cnn_variant = ViTADCNN  # ViTAD(cnn_encoder) builds it
