@@ -51,7 +51,7 @@ def test_dualad_train_and_evaluate_on_synthetic(method, tiny_cfg):
 
 @pytest.mark.slow
 def test_patchcore_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(tiny_cfg):
-    cfg = tiny_cfg("method=patchcore", "trainer.max_epochs=3", "callbacks=default", "callbacks.progress=null")
+    cfg = tiny_cfg("method=patchcore", "trainer.max_epochs=3")
     results = pipeline.run(cfg)
     assert results["mean"]["I-AUROC"] is not None
     checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
