@@ -58,13 +58,7 @@ class InpFormer(AnomalyNet):
     trained by the soft-mining cosine loss plus `coherence_weight` x the INP coherence loss.
     num_prototypes: the INPs per image (official `INP_num`); dropout: the bottleneck's (official 0);
     num_heads None: the encoder's (6 / 12 / 16); mining_power: the soft-mining exponent (official y=3).
-    On a CNN encoder `InpFormer(encoder, ...)` builds an `InpFormerCNN`; `cnn_stride` is its own argument."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> InpFormer:
-        encoder = kwargs.get("encoder", args[0] if args else None)  # none when a copy or pickle rebuilds it
-        if cls is InpFormer and encoder is not None and encoder.spec.kind == "cnn":
-            cls = InpFormerCNN
-        return super().__new__(cls)
+    On a CNN encoder `InpFormer(encoder, ...)` builds an `InpFormerCNN` (`AnomalyNet.cnn_variant`); `cnn_stride` is its own argument."""
 
     def __init__(
         self,
@@ -183,3 +177,6 @@ class InpFormerCNN(InpFormer):
             take_channels(fuse(maps, g), ranges)
             for g, ranges in zip(self.decoder_groups, self.channel_groups, strict=True)
         ]
+
+
+InpFormer.cnn_variant = InpFormerCNN  # InpFormer(cnn_encoder) builds it
