@@ -58,7 +58,8 @@ class InpFormer(AnomalyNet):
     trained by the soft-mining cosine loss plus `coherence_weight` x the INP coherence loss.
     num_prototypes: the INPs per image (official `INP_num`); dropout: the bottleneck's (official 0);
     num_heads None: the encoder's (6 / 12 / 16); mining_power: the soft-mining exponent (official y=3).
-    On a CNN encoder `InpFormer(encoder, ...)` builds an `InpFormerCNN` (`AnomalyNet.cnn_variant`); `cnn_stride` is its own argument."""
+    On a CNN encoder `InpFormer(encoder, ...)` builds an `InpFormerCNN` (`AnomalyNet.cnn_variant`);
+    `cnn_stride` is its own argument."""
 
     def __init__(
         self,
