@@ -21,18 +21,18 @@ from uad.metrics.functional import FPR_RESCALES
 SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
 SMOOTHING_PADDINGS = ("zeros", "symmetric")
 LABEL_RULES = ("folder", "mask")
-MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
 
-def gaussian_kernel(sigma: float, kernel_size: int) -> Tensor:
+def gaussian_kernel(sigma: float, kernel_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Normalised 2-D Gaussian (kernel_size x kernel_size); kernel_size 0 means 2 * ceil(4 sigma) + 1."""
     if kernel_size <= 0:
         kernel_size = 2 * int(torch.ceil(torch.tensor(4.0 * sigma))) + 1
     ax = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
     g = torch.exp(-(ax**2) / (2 * sigma**2))
     k = torch.outer(g, g)
-    return (k / k.sum()).float()
+    return (k / k.sum()).to(dtype)
 
 
 def symmetric_pad(maps: Tensor, pad: int) -> Tensor:
@@ -69,7 +69,10 @@ class EvalProtocol:
     pixel_bins: None = exact pixel metrics; an int = rank-space binned pixel metrics with about that many
     bins (within 1e-3 of exact; for Real-IAD-size classes).
     map_dtype: the dtype evaluation maps are kept in on the CPU until the metrics are computed: float32
-    (exact) or float16 (half the memory; rounds the maps, moving P-AP / P-F1max by ~1e-4).
+    (exact) or float16 (half the memory; rounds the maps, moving P-AP / P-F1max by ~1e-4); float64 also
+    resizes, smooths and scores them in float64, as code whose maps are numpy float64 does (RD4AD's
+    gaussian_filter): a float32 smoothing's rounding (~1e-6 relative) can reorder two near-tied image
+    scores. Twice float32's memory.
     aupro_thresholds: None, or T: also report the papers' approximate AUPRO at T evenly spaced thresholds
     as "AUPRO@T", beside the exact AUPRO (Dinomaly, DualAD: 200); aupro_fpr_rescale: how that variant
     rescales its FPRs, "max" (Dinomaly) or "minmax" (DualAD). See `uad.metrics.aupro_thresholded`.
@@ -150,13 +153,14 @@ class EvalProtocol:
         return {"name": keys.pop("name"), **keys.pop("input"), **keys}
 
     def maps_for_eval(self, maps: Tensor) -> Tensor:
-        """(B, 1, H, W) maps at input resolution -> (B, h, w) float32 maps at the evaluation size."""
-        maps = maps.float()
+        """(B, 1, H, W) maps at input resolution -> (B, h, w) maps at the evaluation size, float32 (float64
+        with map_dtype float64)."""
+        maps = maps.to(torch.float64 if self.map_dtype == "float64" else torch.float32)
         size = self.metric_size
         if maps.shape[-2:] != (size, size):
             maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
         if self.smoothing_sigma > 0:
-            kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel).to(maps.device)
+            kernel = gaussian_kernel(self.smoothing_sigma, self.smoothing_kernel, maps.dtype).to(maps.device)
             pad = kernel.shape[-1] // 2
             if self.smoothing_padding == "symmetric":
                 maps = F.conv2d(symmetric_pad(maps, pad), kernel[None, None])
