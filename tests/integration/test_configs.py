@@ -190,7 +190,8 @@ def test_debug_tiny_is_the_fast_featrec_run(tmp_path):
         "test_good": 2,
         "test_per_defect": 1,
     }
-    assert not cfg.get("callbacks") and not cfg.get("logger")
+    assert not cfg.get("logger")
+    assert cfg.callbacks.progress is None and cfg.callbacks.checkpoint.filename == "last"  # probe W6
 
 
 def test_command_line_choices_win_over_debug_tiny(tmp_path):

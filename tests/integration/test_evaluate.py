@@ -23,7 +23,7 @@ TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 
 @pytest.mark.slow
 def test_eval_of_last_ckpt_gives_the_training_runs_results(tiny_cfg, tmp_path, data_dir):
-    cfg = tiny_cfg("callbacks=default", "~callbacks.progress")
+    cfg = tiny_cfg()
     trained = pipeline.run(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
     overrides = [*TINY, "mode=eval", f"ckpt_path={ckpt}"]

@@ -121,8 +121,6 @@ def test_predict_scores_around_a_bomb_and_names_every_output_uniquely(tmp_path, 
     code, output = _finish(
         _start(
             *FEATREC,
-            "callbacks=default",
-            "~callbacks.progress",
             f"paths.data_dir={data_dir}",
             f"hydra.run.dir={model}",
             cwd=tmp_path,

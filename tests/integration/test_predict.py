@@ -26,8 +26,6 @@ from uad.thresholds import Calibrator, calibrate, f1max_threshold, normalized_sc
 
 TINY = ["debug=tiny"]  # conf/debug/tiny.yaml
 
-WITH_CHECKPOINT = ["callbacks=default", "~callbacks.progress"]  # the tiny config, plus checkpoints/last.ckpt
-
 
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
@@ -151,7 +149,7 @@ def _new_images(test_images: list[str], classes: list[str], folder: Path) -> dic
 
 @pytest.mark.slow
 def test_predict_scores_test_images_as_evaluation_and_the_onnx_graph_as_predict(tmp_path, data_dir):
-    train_cfg = compose_config([*TINY, *WITH_CHECKPOINT], output_dir=tmp_path / "run", data_dir=data_dir)
+    train_cfg = compose_config([*TINY], output_dir=tmp_path / "run", data_dir=data_dir)
     results = pipeline.run(train_cfg)
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     thresholds = results["extra"]["thresholds"]
@@ -229,7 +227,7 @@ def test_a_per_class_memory_bank_predicts_as_it_evaluated(tmp_path, data_dir):
     """PatchCore (the default) searches the bank of the image's class: a test image copied into a folder named
     after its class scores as in the evaluation; the same image of no known class searches every bank (its
     distance can only be smaller or equal)."""
-    overrides = [*TINY, "method=patchcore", *WITH_CHECKPOINT]
+    overrides = [*TINY, "method=patchcore"]
     pipeline.run(compose_config(overrides, output_dir=tmp_path / "run", data_dir=data_dir))
     evaluated = {r["path"]: float(r["score"]) for r in _rows(tmp_path / "run" / "predictions.csv")}
     picked = {p: Path(p).parts[-4] for p in evaluated}  # <root>/<class>/test/<defect>/<id>.png
@@ -254,9 +252,7 @@ def test_a_per_class_memory_bank_predicts_as_it_evaluated(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_without_held_back_images_there_are_no_thresholds_until_predict_gives_one(tmp_path, data_dir):
-    cfg = compose_config(
-        [*TINY, *WITH_CHECKPOINT, "dataset.val_fraction=0"], output_dir=tmp_path / "run", data_dir=data_dir
-    )
+    cfg = compose_config([*TINY, "dataset.val_fraction=0"], output_dir=tmp_path / "run", data_dir=data_dir)
     assert pipeline.run(cfg)["extra"]["thresholds"] is None
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     image = next((Path(cfg.paths.data_dir) / "synthetic").rglob("*.png"))

@@ -35,7 +35,7 @@ def test_two_process_ddp_in_a_multirun_matches_one_process(tmp_path, data_dir):
     (no second sweep), and evaluation over 11 test images (so the sampler pads one) equals one process's
     evaluation of the same checkpoint."""
     sweep = tmp_path / "sweep"
-    common = [*FEATREC, "dataset.classes=[weave,nut]", "callbacks=default", "~callbacks.progress"]
+    common = [*FEATREC, "dataset.classes=[weave,nut]"]
     run_py(
         "-m",
         *common,
@@ -71,7 +71,7 @@ def test_the_default_method_runs_distributed_and_equals_one_process(tmp_path, da
     PatchCore has no trainable parameter (no DistributedDataParallel wrapper) and every rank keeps the
     training features of all ranks, so each fits the bank one process fits (the same rows, up to float
     rounding). 5 training and 5 test images: the sampler repeats one of each; fit and evaluation drop it."""
-    common = ["method=patchcore", "dataset.classes=[nut]", "callbacks=default", "~callbacks.progress"]
+    common = ["method=patchcore", "dataset.classes=[nut]"]
     ddp_dir = tmp_path / "ddp"
     run_py(
         *FEATREC,
@@ -163,8 +163,6 @@ def test_a_killed_run_resumes_to_the_uninterrupted_metrics(tiny_cfg, tmp_path):
         "method=featrec",
         "trainer.max_epochs=2",
         "trainer.deterministic=true",
-        "callbacks=default",
-        "~callbacks.progress",
     ]
 
     def cfg_in(folder: str, *extra: str):

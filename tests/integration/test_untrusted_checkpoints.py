@@ -100,7 +100,7 @@ def test_a_real_last_ckpt_evaluates_as_its_training_run(method, tmp_path, data_d
     """A real last.ckpt evaluates as its training run and predicts through run.py (whose own Hydra app is
     put back after the checkpoint's groups are composed from conf/)."""
     tiny = ["debug=tiny", "dataset.classes=[weave]"]
-    train = [*tiny, "callbacks=default", "~callbacks.progress", *REAL[method]]
+    train = [*tiny, *REAL[method]]
     trained = pipeline.run(compose_config(train, output_dir=tmp_path / "run", data_dir=data_dir))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     again = [*tiny, "mode=eval", f"ckpt_path={ckpt}"]  # the method comes from the file

@@ -144,7 +144,7 @@ def test_the_map_is_the_upsampled_patch_map_blurred_with_sigma_4():
 
 @pytest.mark.slow
 def test_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(tiny_cfg):
-    cfg = tiny_cfg("method=patchcore", "trainer.max_epochs=3", "callbacks=default", "callbacks.progress=null")
+    cfg = tiny_cfg("method=patchcore", "trainer.max_epochs=3")
     results = pipeline.run(cfg)
     assert results["mean"]["I-AUROC"] is not None
     checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
