@@ -795,8 +795,8 @@ def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path 
     gradient norm clipped at 5) on the seeded official MambaAD, in train mode on one training image at 128 px
     (MAMBAAD_TRAINING_SIZE says why) with the drop-path rate set to 0 (stochastic depth draws random numbers
     that no other program can replay): the first step's loss gradient norm of every trainable tensor (before
-    clipping), the losses, and the parameters after the steps. Its own fixture, so that it can be made beside
-    `mambaad`."""
+    clipping), the losses, and the parameters after the first step and after the third. Its own fixture, so
+    that it can be made beside `mambaad`."""
     size = MAMBAAD_TRAINING_SIZE
     model = mambaad_model(official, ader, mamba_ssm, size)
     _ader_optim_names()
@@ -816,7 +816,7 @@ def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path 
     criterion = L2Loss(lam=5.0)
     batch = _ader_input([TRAIN_IMAGE], size)
     trainable = _trainable(model)
-    losses, grads = [], {}
+    losses, grads, first = [], {}, {}
     for _ in range(3):
         optimizer.zero_grad()
         feats_t, feats_s = model(batch)
@@ -825,6 +825,7 @@ def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path 
         grads = grads or {k: p.grad.norm().item() for k, p in trainable.items()}
         dispatch_clip_grad(model.parameters(), value=5.0)
         optimizer.step()
+        first = first or {k: summary(p, samples=8) for k, p in trainable.items()}
         losses.append(step_loss.item())
         print(f"step {len(losses)}: loss {losses[-1]:.6g}", flush=True)
     return {
@@ -835,6 +836,7 @@ def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path 
         "input": summary(batch),
         "losses": losses,
         "grad_norms": grads,
+        "parameters_after_first_step": first,
         "parameters": {k: summary(p, samples=8) for k, p in trainable.items()},
     }
 
