@@ -36,9 +36,12 @@ lint: $(STAMP)
 ## Speed and memory measurements; writes bench/results.md naming the machine. The side-by-side rows against
 ## the official code need their checkouts (never part of uad): `make bench OFFICIAL=/path/to/checkouts`, a
 ## folder holding UniAD/ (zhiyuanyou/UniAD), Dinomaly/ (guojiajeremy/Dinomaly) and DualAD/ (cyhaan/DualAD).
+## Their scripts end to end (bench/bench_official_e2e.py) also need OFFICIAL_PYTHONPATH=DIR, a folder with
+## the packages they import and uad does not (easydict tensorboardX ptflops pandas tabulate colorama).
 OFFICIAL ?= $(UAD_OFFICIAL_DIR)
+OFFICIAL_PYTHONPATH ?= $(UAD_OFFICIAL_PYTHONPATH)
 bench: $(STAMP)
-	UAD_OFFICIAL_DIR=$(OFFICIAL) $(PY) bench/run_all.py
+	UAD_OFFICIAL_DIR=$(OFFICIAL) UAD_OFFICIAL_PYTHONPATH=$(OFFICIAL_PYTHONPATH) $(PY) bench/run_all.py
 
 ## On a CUDA machine: each recipe's steps (cache, bf16, compile, official step, DDP) into bench/results.md
 ## within ~8 minutes; without a GPU one line, exit 0.

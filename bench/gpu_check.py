@@ -217,18 +217,11 @@ def ddp_rows(steps: int, deadline: float) -> list[str]:
     return rows
 
 
-def write_section(lines: list[str], results: Path) -> None:
-    """Replace (or append) this script's section of bench/results.md; the rest of the file is kept."""
-    from uad.utils.io import write_text
+def write_section(lines: list[str], results: Path, section: str = SECTION) -> None:
+    """Replace (or add) this script's section of bench/results.md; the rest of the file is kept."""
+    from results_section import write_section as replace
 
-    text = results.read_text() if results.exists() else "# Benchmarks\n"
-    head, found, tail = text.partition(SECTION)
-    if found:
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-    else:
-        head, tail = head.rstrip("\n") + "\n\n", ""
-    write_text(results, head + "\n".join(lines).rstrip("\n") + "\n" + tail)
+    replace(results, section, lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,6 +70,7 @@ class FeatureCache:
         self.summary: dict[str, Any] = {}  # `stats` as they were when the cache was last closed
         self._folder: Path | None = None
         self._cleanup: weakref.finalize | None = None
+        self._extract: tuple[Callable[[Tensor], Features], torch.device, int] | None = None  # fill_missing
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -113,6 +114,29 @@ class FeatureCache:
             features = extract(batch["image"])
         self.store(index, features, tuple(batch["image"].shape[-2:]))
         self.fill_seconds += time.perf_counter() - start
+        self._extract = (extract, batch["image"].device, len(index))
+        self._log_if_full()
+        return features
+
+    def fill_missing(self, dataset: Dataset) -> None:
+        """Extract the images an epoch left out (a loader that drops its last incomplete batch sees a
+        different few each epoch, so the cache would stay short of full and every batch of the next epochs
+        would be decoded and encoded again): the same frozen `extract` the training step used, on the
+        same device, in batches of the size it saw. Reads no random numbers."""
+        if self.full or self._extract is None:
+            return
+        extract, device, batch_size = self._extract
+        start = time.perf_counter()
+        missing = (~self.filled).nonzero().flatten()
+        for rows in missing.split(batch_size):
+            images = torch.stack([dataset[int(i)]["image"] for i in rows]).to(device)  # (B, 3, H, W)
+            with torch.no_grad():
+                self.store(rows, extract(images), tuple(images.shape[-2:]))
+        self.fill_seconds += time.perf_counter() - start
+        log.info("feature cache: %d images the first epoch left out extracted", len(missing))
+        self._log_if_full()
+
+    def _log_if_full(self) -> None:
         if self.full:
             log.info(
                 "feature cache full: %d images, %.1f MiB (%s, %s, %d bytes/image), encoder + store %.1f s",
@@ -123,7 +147,6 @@ class FeatureCache:
                 self.bytes_per_image,
                 self.fill_seconds,
             )
-        return features
 
     def store(self, index: Tensor, features: Features, image_size: tuple[int, int]) -> None:
         """Keep `features` (each (B, ...)) for the dataset indices `index` (B,)."""
@@ -189,13 +212,14 @@ class FeatureCache:
         if self.tensors:
             self.summary = self.stats
         self.tensors, self.filled, self.count, self.storage = {}, None, 0, ""
+        self._extract = None
         if self._cleanup is not None:
             self._cleanup()
             self._cleanup = self._folder = None
 
     def __getstate__(self) -> dict[str, Any]:
         """What a loader worker needs (is the cache full?), without the stored tensors."""
-        return {**self.__dict__, "tensors": {}, "filled": None, "_cleanup": None}
+        return {**self.__dict__, "tensors": {}, "filled": None, "_cleanup": None, "_extract": None}
 
 
 class CachedTrainSet(Dataset):
@@ -220,9 +244,11 @@ class CachedTrainLoader(ResumableLoader):
     decode and encode the first epoch; once the cache is full an epoch yields indices only, so it runs in
     this process and starts no workers (their start-up would be all the loader's cost). The same batch
     sampler draws the order, and a one-process iterator draws the same random numbers as a multi-process
-    one, so the batches are those a loader with workers would give."""
+    one, so the batches are those a loader with workers would give. With `drop_last`, the few images the
+    first epoch dropped are extracted before the second (`FeatureCache.fill_missing`)."""
 
     def __iter__(self):
+        self.dataset.cache.fill_missing(self.dataset.dataset)  # after an epoch that dropped a few images
         if self.num_workers == 0 or not self.dataset.cache.full:
             return super().__iter__()
         sampler, collate, generator = self.batch_sampler, self.collate_fn, self.generator

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from uad.encoders import Encoder, EncoderSpec
 from uad.methods.base import UNKNOWN_CLASS, Features, MemoryBankNet, NetOutput
-from uad.metrics.protocol import gaussian_kernel
+from uad.metrics.protocol import gaussian_blur
 
 SEARCH_CHUNK = 4096  # test patches per distance block: bounds the (chunk, bank) distance matrix
 
@@ -187,9 +187,7 @@ class PatchCore(MemoryBankNet):
         patch_map = distances.view(b, 1, h, w)
         anomaly_map = F.interpolate(patch_map, size=size, mode="bilinear", align_corners=False)
         if self.blur_sigma > 0:
-            kernel = gaussian_kernel(self.blur_sigma, 0).to(anomaly_map.device)
-            pad = kernel.shape[-1] // 2
-            anomaly_map = F.conv2d(F.pad(anomaly_map, (pad,) * 4, mode="reflect"), kernel[None, None])
+            anomaly_map = gaussian_blur(anomaly_map, self.blur_sigma, padding="reflect")
         tensors = {"patches": patches, "patch_map": patch_map}
         return NetOutput(anomaly_map.float(), tensors, image_score=scores)
 

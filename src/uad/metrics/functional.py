@@ -126,14 +126,21 @@ def _binned_groups(scores: Tensor, ids: Tensor, weights: Tensor | None, bins: in
     edges = quantile_edges(scores, positive, bins)
     which = torch.bucketize(scores.float(), edges, out_int32=True)  # bin b: edges[b-1] < s <= edges[b]
     size = edges.numel() + 1
-    pos = torch.bincount(which[positive], minlength=size).flip(0)  # highest bin first
-    neg = torch.bincount(which, minlength=size).flip(0) - pos
+    pos = torch.bincount(which[positive], minlength=size)
+    neg = torch.bincount(which, minlength=size) - pos
+    summed = None
+    if weights is not None:
+        summed = torch.bincount(which[positive], weights=weights[ids[positive]], minlength=size)
+    return histogram_groups(pos, neg, summed)
+
+
+def histogram_groups(pos: Tensor, neg: Tensor, pro_weights: Tensor | None = None) -> _Groups:
+    """The sweep from per-bin counts, bins in ascending score order: positives (B,), negatives (B,) and
+    the sum of the positives' PRO weights (B,) in each bin; every bin is one tie group."""
+    pos, neg = pos.flip(0), neg.flip(0)  # highest bin first
     held = torch.nonzero(pos).flatten()
     fp_before = (torch.cumsum(neg, 0) - neg)[held]
-    pro = None
-    if weights is not None:
-        summed = torch.bincount(which[positive], weights=weights[ids[positive]], minlength=size).flip(0)
-        pro = torch.cumsum(summed[held], 0)
+    pro = None if pro_weights is None else torch.cumsum(pro_weights.flip(0)[held], 0)
     pos_in = pos[held]
     return _Groups(pos_in, torch.cumsum(pos_in, 0), fp_before, fp_before + neg[held], pro, int(neg.sum()))
 

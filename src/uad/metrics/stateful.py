@@ -17,7 +17,20 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from uad.metrics.functional import IMAGE_METRICS, pixel_metrics, ranking_metrics
+from uad.metrics.functional import (
+    IMAGE_METRICS,
+    PIXEL_METRICS,
+    _curve_metrics,
+    _integrate_pro,
+    _pro_points,
+    _refuse_nan,
+    _undefined,
+    histogram_groups,
+    pixel_metrics,
+    quantile_edges,
+    ranking_metrics,
+    region_labels,
+)
 
 
 def gather_to_cpu(tensor: Tensor, group: object = None) -> list[Tensor]:
@@ -26,6 +39,21 @@ def gather_to_cpu(tensor: Tensor, group: object = None) -> list[Tensor]:
     dist.all_gather_object(parts, tensor.cpu(), group=group)
     filled = [p for p in parts if p is not None and p.numel()]
     return filled or [tensor.cpu()]
+
+
+def _cat_releasing(chunks: list[Tensor]) -> Tensor:
+    """torch.cat(chunks) along dim 0, emptying the list as it goes: each chunk is freed once copied (unless
+    held elsewhere), so the peak is the result plus one chunk, not the result plus every chunk."""
+    total = sum(len(c) for c in chunks)
+    out = chunks[0].new_empty((total, *chunks[0].shape[1:]))
+    chunks.reverse()  # pop() from the end: O(1) each
+    start = 0
+    while chunks:
+        chunk = chunks.pop()
+        out[start : start + len(chunk)] = chunk
+        start += len(chunk)
+        del chunk  # before the next pop
+    return out
 
 
 class IndexedMetric(Metric):
@@ -59,14 +87,17 @@ class IndexedMetric(Metric):
 
     def records(self) -> dict[str, Tensor]:
         """The states concatenated, one row per dataset index (the first of repeats), sorted by index.
-        The concatenation replaces the per-batch lists, and rows already in order are not copied again,
-        so the maps are held once, not three times."""
+        The concatenation replaces the per-batch lists, releasing each batch as it is copied, and rows
+        already in order are not copied again, so the maps are held once (plus one batch), not twice."""
         if not self.update_called:
             raise RuntimeError(f"{type(self).__name__}: no update() before compute()")
         state = {}
         for name in self.fields:
-            state[name] = dim_zero_cat(getattr(self, name))
-            if not self._is_synced:
+            chunks = getattr(self, name)
+            if self._is_synced or len(chunks) == 1:
+                state[name] = dim_zero_cat(chunks)
+            else:
+                state[name] = _cat_releasing(chunks)
                 setattr(self, name, [state[name]])
         index = state["index"]
         order = torch.argsort(index, stable=True)
@@ -142,3 +173,83 @@ class AUPRO(PixelMetrics):
 
     def compute(self) -> float:  # type: ignore[override]
         return super().compute()["AUPRO"]
+
+
+class StreamingPixelMetrics:
+    """P-AUROC, P-AP, P-F1max and AUPRO of one class in bounded memory: each batch of maps is binned and
+    counted as it comes (positives, negatives, and the positives' PRO weights per bin), then dropped, so
+    memory is O(bins) whatever the number of maps (PixelMetrics keeps 5 bytes per pixel).
+
+    The bins are fixed before the counting: `edges` (ascending) if given, else rank-space edges
+    (`quantile_edges`) of the first `calibration` maps, which are held until then (they should include
+    some defective images). Scores outside the calibration's range fall in the two open end bins, so the
+    accuracy depends on those maps being typical. Regions (8-connected, per image) never span images, so
+    labelling them batch by batch is exact. Single process (no DDP reduction of the counts).
+    """
+
+    def __init__(
+        self, bins: int = 1 << 16, fpr_limit: float = 0.3, edges: Tensor | None = None, calibration: int = 64
+    ) -> None:
+        self.bins, self.fpr_limit, self.edges, self.calibration = bins, fpr_limit, edges, calibration
+        self.pos = self.neg = self.pro = None
+        self.regions = 0
+        self._held: list[tuple[Tensor, Tensor]] = []
+
+    def update(self, maps: Tensor, masks: Tensor) -> None:
+        """maps (B, H, W) float, masks (B, H, W) bool/int."""
+        maps, masks = torch.as_tensor(maps).detach().cpu(), torch.as_tensor(masks).detach().cpu().bool()
+        if maps.shape != masks.shape or maps.dim() != 3:
+            raise ValueError(
+                f"{type(self).__name__}.update: maps {tuple(maps.shape)} and masks {tuple(masks.shape)} "
+                "must both be (B, H, W)"
+            )
+        _refuse_nan(maps, "pixel metrics")
+        if self.edges is not None:
+            self._count(maps, masks)
+            return
+        self._held.append((maps.float(), masks))
+        if sum(len(m) for m, _ in self._held) >= self.calibration:
+            self._calibrate()
+
+    def _calibrate(self) -> None:
+        maps = torch.cat([m for m, _ in self._held])
+        masks = torch.cat([k for _, k in self._held])
+        self._held = []
+        self.edges = quantile_edges(maps.flatten(), masks.flatten(), self.bins)
+        self._count(maps, masks)
+
+    def _count(self, maps: Tensor, masks: Tensor) -> None:
+        size = self.edges.numel() + 1
+        if self.pos is None:
+            self.pos = torch.zeros(size, dtype=torch.long)
+            self.neg = torch.zeros(size, dtype=torch.long)
+            self.pro = torch.zeros(size, dtype=torch.float64)
+        positive = masks.flatten()
+        which = torch.bucketize(
+            maps.flatten().float(), self.edges, out_int32=True
+        )  # edges[b-1] < s <= edges[b]
+        labelled, weights = region_labels(masks)
+        hot = which[positive]
+        pos = torch.bincount(hot, minlength=size)
+        self.pos += pos
+        self.neg += torch.bincount(which, minlength=size) - pos
+        self.pro += torch.bincount(hot, weights=weights[labelled.flatten()[positive].long()], minlength=size)
+        self.regions += weights.numel() - 1
+
+    def compute(self) -> dict[str, float]:
+        if self._held:
+            self._calibrate()
+        if self.pos is None:
+            raise RuntimeError(f"{type(self).__name__}: no update() before compute()")
+        positives, negatives = int(self.pos.sum()), int(self.neg.sum())
+        if _undefined("pixel metrics", positives, negatives):
+            return dict.fromkeys(PIXEL_METRICS, float("nan"))
+        g = histogram_groups(self.pos, self.neg, self.pro)
+        auroc, ap, f1 = _curve_metrics(g)
+        fpr, pro = _pro_points(g, self.regions)
+        return {
+            "P-AUROC": auroc,
+            "P-AP": ap,
+            "P-F1max": f1,
+            "AUPRO": _integrate_pro(fpr, pro, self.fpr_limit),
+        }

@@ -165,3 +165,23 @@ def test_cached_loader_starts_no_workers_once_the_cache_is_full():
     expected = [b["index"].tolist() for b in plain]
     assert got == expected and sorted(i for batch in got for i in batch) == list(range(6))
     assert "image" not in next(iter(loader))
+
+
+def test_images_a_dropped_last_batch_left_out_are_extracted_before_the_second_epoch():
+    """drop_last leaves a few images out of each epoch: they are extracted once before the second epoch, which
+    then reads every batch from the cache; their features are those `extract` gives them."""
+    cache = FeatureCache("memory")
+    train = CachedTrainSet(_Images(), cache)
+    loader = CachedTrainLoader(train, batch_size=4, shuffle=True, drop_last=True)
+    extract = lambda images: {"pooled": images.mean((2, 3))}  # noqa: E731  (B, 3)
+    for batch in loader:  # epoch 1: 4 of the 6 images
+        cache.features(batch, extract)
+    assert cache.count == 4 and not cache.full
+    second = list(loader)
+    assert cache.full and all("image" not in batch for batch in second)
+    everything = cache.load(torch.arange(6), torch.device("cpu"))["pooled"]
+    assert torch.equal(everything, torch.arange(6.0)[:, None].expand(6, 3))
+    fresh = FeatureCache("memory")
+    fresh.bind(6)
+    fresh.fill_missing(_Images())  # nothing extracted yet: nothing to fill with, nothing done
+    assert fresh.count == 0
