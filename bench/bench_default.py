@@ -93,6 +93,9 @@ RUNS = {
     "rd4ad-lite0": Run(["method=rd4ad"], budget=600.0),
     "vitad-lite0": Run(["method=vitad"], budget=600.0),
     "mambaad-lite0": Run(["method=mambaad"], budget=600.0),
+    "inpformer-lite0": Run(
+        ["method=inpformer", "method.scheduler.warmup_steps=5"], budget=600.0, cpu_s_per_step=2.2
+    ),
 }
 
 

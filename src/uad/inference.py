@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from uad.data.batch import Batch
 from uad.encoders.registry import IMAGENET_MEAN, IMAGENET_STD
 from uad.methods.base import AnomalyNet
 from uad.metrics.protocol import EvalProtocol
@@ -42,14 +43,14 @@ class Scorer(nn.Module):
         if self.raw_input:
             images = (images - self.mean) / self.std  # the same arithmetic as InputTransform.finish
         output = self.net(images, class_id)  # as AnomalyModule.test_step
-        maps = self.protocol.maps_for_eval(output.anomaly_map.float())  # (N, 1, S, S) -> (N, h, w)
+        maps = self.protocol.maps_for_eval(
+            self.protocol.chosen_map(output.maps())
+        )  # (N, 1, S, S) -> (N, h, w)
         return maps, self.protocol.image_scores(maps, output.image_score)
 
 
 @torch.no_grad()
-def score_loader(
-    scorer: Scorer, batches: Iterable[dict[str, Any]], keep_maps: bool = False
-) -> dict[str, Any]:
+def score_loader(scorer: Scorer, batches: Iterable[Batch], keep_maps: bool = False) -> dict[str, Any]:
     """Score every batch of a data loader in eval mode: class names, labels, image scores, the maximum of
     each evaluation map and, with keep_maps, the maps and masks at the evaluation size (on the CPU)."""
     device = next(scorer.net.parameters()).device

@@ -114,13 +114,13 @@ class AnomalyModule(LightningModule):
         if self.feature_cache is not None:  # free the memory (or disk) before testing
             self.feature_cache.close()
 
-    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        """Per-image anomaly maps at input resolution and the network's own image scores (None when it has
-        none); the Evaluator callback turns them into metrics."""
+    def test_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
+        """The network's maps by name (`NetOutput.maps()`: its own anomaly map at input resolution first) and
+        its own image scores (None when it has none); the Evaluator callback turns them into metrics."""
         output = self.net(batch["image"], batch.get("class_id"))
-        return {"anomaly_map": output.anomaly_map.float(), "image_score": output.image_score}
+        return {"maps": output.maps(), "image_score": output.image_score}
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         return self.test_step(batch, batch_idx)
 
     @torch.no_grad()

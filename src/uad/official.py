@@ -6,6 +6,8 @@ prefix):
 | layout | file | recognised by |
 |---|---|---|
 | `dinomaly` | `model.pth` of `dinomaly_*.py` (ViTill) | `encoder.blocks.*`, `bottleneck.0.*`, `decoder.0.*` |
+| `inpformer` | `model.pth` of `INP_Former_*.py` (INP_Former) | as `dinomaly`, with `aggregation.0.*` and |
+| | | `prototype_token` |
 | `uniad` | UniAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.transformer.encoder.layers.*` |
 | `dualad` | DualAD `tools/train_val.py` `ckpt*.pth.tar` | `backbone.*`, `R.memory_modules.*` or |
 | | | `R.proj_encoder.*` |
@@ -17,18 +19,21 @@ prefix):
 | | | `net_s.layers_up.*` |
 
 (`R.` = `reconstruction.`, `T.` = `reconstruction.transformer.`, `L` a layer index, `*` the rest.) The frozen
-encoder's weights come from the same file: its `encoder.*` (Dinomaly: the DINOv2 layout), `backbone.*`
-(UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet) or `net_t.*` (ADer rd: timm's features-only
-ResNet, cut after layer3; ADer ViTAD: timm ViT) entries form a state dict in the layout `backbone.weights=`
-accepts, and the encoder is built from it exactly as from such a file. RD4AD's file holds no encoder: it
-comes from `backbone.weights=` (the torchvision WideResNet-50 file the official code downloads) or
-`backbone.pretrained=true`.
+encoder's weights come from the same file: its `encoder.*` (Dinomaly, INP-Former: the DINOv2 layout),
+`backbone.*` (UniAD: lukemelas EfficientNet; DualAD: torchvision ResNet) or `net_t.*` (ADer rd: timm's
+features-only ResNet, cut after layer3; ADer ViTAD: timm ViT) entries form a state dict in the layout
+`backbone.weights=` accepts, and the encoder is built from it exactly as from such a file. RD4AD's file holds
+no encoder: it comes from `backbone.weights=` (the torchvision WideResNet-50 file the official code downloads)
+or `backbone.pretrained=true`.
 
 Trainable part, official -> ours:
 
 | method | official | ours |
 |---|---|---|
 | Dinomaly | `bottleneck.0.*`; `decoder.L.*` | `bottleneck.*`; `decoder.L.*` |
+| INP-Former | `bottleneck.0.*`; `prototype_token` | `bottleneck.*`; `extractor.tokens` |
+| INP-Former | `aggregation.0.*`; `decoder.L.*`; `decoder.L.attn.learn_scale` | `extractor.*`; |
+| | | `decoder.L.*`; `decoder.L.attn.scale` |
 | UniAD | `R.input_proj.*`, `R.output_proj.*` | `input_proj.*`, `output_proj.*` |
 | UniAD | `R.pos_embed.row_embed.weight` (`col_`) | `pos_embed.row_embed` (`col_`) |
 | UniAD | `T.encoder.layers.L.self_attn.in_proj_weight` (3D x D; `_bias`) | `transformer_encoder.layers.L.` |
@@ -96,9 +101,10 @@ from uad.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-LAYOUTS = ("dinomaly", "uniad", "dualad", "rd4ad", "ader_rd", "ader_vitad", "mambaad")
+LAYOUTS = ("dinomaly", "inpformer", "uniad", "dualad", "rd4ad", "ader_rd", "ader_vitad", "mambaad")
 LAYOUT_METHODS = {
     "dinomaly": ("dinomaly",),
+    "inpformer": ("inpformer",),
     "uniad": ("uniad",),
     "dualad": ("dualad_he", "dualad_ho"),
     "rd4ad": ("rd4ad",),
@@ -108,6 +114,7 @@ LAYOUT_METHODS = {
 }
 ENCODER_PREFIX = {
     "dinomaly": "encoder.",
+    "inpformer": "encoder.",
     "uniad": "backbone.",
     "dualad": "backbone.",
     "rd4ad": None,  # the official file holds only the trainable bn and decoder
@@ -145,6 +152,8 @@ def recognise(state: dict[str, Tensor]) -> str | None:
     def has(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in keys)
 
+    if has("encoder.blocks.") and has("aggregation.0.") and "prototype_token" in keys:
+        return "inpformer"  # before Dinomaly's: its file has encoder, bottleneck and decoder too
     if has("encoder.blocks.") and has("bottleneck.0.") and has("decoder.0."):
         return "dinomaly"
     if has("backbone.") and has("reconstruction.transformer.encoder.layers."):
@@ -175,7 +184,8 @@ def layout_of(checkpoint: dict[str, Any], path: str | Path) -> tuple[str, dict[s
     if layout is None:
         raise OfficialCheckpointError(
             f"'{path}' matches no known checkpoint layout ({describe_keys(state or checkpoint)}). Accepted: "
-            "a uad last.ckpt; Dinomaly's model.pth (encoder.*, bottleneck.0.*, decoder.*); UniAD's or "
+            "a uad last.ckpt; Dinomaly's model.pth (encoder.*, bottleneck.0.*, decoder.*); INP-Former's "
+            "model.pth (the same with aggregation.0.* and prototype_token); UniAD's or "
             "DualAD's train_val.py checkpoint ({'state_dict': {[module.]backbone.*, "
             "[module.]reconstruction.*}}); RD4AD's {'bn': ..., 'decoder': ...}; ADer's rd ckpt.pth or "
             "net.pth (net_t.*, mff_oce.*, net_s.*); ADer's ViTAD ckpt.pth or net.pth (net_t.*, net_fusion.*, "
@@ -201,6 +211,12 @@ _DUALAD_FFN = [(r"\.ffn\.fc1\.", ".ffn.net.0."), (r"\.ffn\.fc2\.", ".ffn.net.3."
 _DUALAD_ATTN = [(r"\.attn1\.", ".memory_attn."), (r"\.attn2\.", ".prev_attn.")]
 RULES: dict[str, list[tuple[str, str]]] = {
     "dinomaly": [(r"^bottleneck\.0\.", "bottleneck."), (r"^decoder\.", "decoder.")],
+    "inpformer": [
+        (r"^bottleneck\.0\.", "bottleneck."),
+        (r"^prototype_token$", "extractor.tokens"),
+        (r"^aggregation\.0\.", "extractor."),
+        (r"\.attn\.learn_scale$", ".attn.scale"),
+    ],
     "uniad": [
         (
             r"^reconstruction\.transformer\.encoder\.layers\.(\d+)\.self_attn\.",

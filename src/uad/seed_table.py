@@ -36,6 +36,7 @@ TITLES = {
     "diad": "DiAD",
     "mambaad": "MambaAD",
     "dualad": "DualAD-He",
+    "inpformer": "INP-Former",  # an extra column: +hydra.sweeper.columns.inpformer=inpformer_mvtec
 }
 CELL = ("I-AUROC", "P-AUROC")
 PaperTable = dict[tuple[str, str, str], dict[str, float]]  # (dataset, class, paper method) -> metric -> %

@@ -55,7 +55,9 @@ def test_layouts_are_recognised_with_or_without_the_ddp_prefix():
     uniad = {"backbone.a": 1, "reconstruction.transformer.encoder.layers.0.x": 1}
     dualad = {"backbone.a": 1, "reconstruction.memory_modules.0.weight": 1}
     dinomaly = {"encoder.blocks.0.x": 1, "bottleneck.0.fc1.weight": 1, "decoder.0.x": 1}
-    for state, layout in ((uniad, "uniad"), (dualad, "dualad"), (dinomaly, "dinomaly")):
+    inpformer = {**dinomaly, "aggregation.0.attn.q.weight": 1, "prototype_token": 1}  # + Dinomaly's
+    layouts = ((uniad, "uniad"), (dualad, "dualad"), (dinomaly, "dinomaly"), (inpformer, "inpformer"))
+    for state, layout in layouts:
         tensors = {k: torch.zeros(1) for k in state}
         assert recognise(tensors) == layout
         prefixed = {"state_dict": {f"module.{k}": v for k, v in tensors.items()}}

@@ -72,6 +72,25 @@ def test_the_seed_layout_puts_ours_beside_the_paper(tmp_path):
     assert "| bottle | 99.0/97.5 (99.6/97.8) | -/- (99.7/98.1) |" in text
 
 
+def test_an_extra_column_runs_its_recipe_and_gets_its_title(tmp_path):
+    """+hydra.sweeper.columns.inpformer=inpformer_mvtec: one more job, its own column after the paper's."""
+    columns = {**SEED_TABLE.columns, "inpformer": "inpformer_mvtec"}
+    parsed = OverridesParser.create().parse_overrides(["experiment=seed_table", "dataset=mvtec"])
+    jobs = expand_columns(parsed, columns, SEED_TABLE.debug_overrides, SEED_TABLE.debug_column_overrides)
+    assert ["dataset=mvtec", "experiment=inpformer_mvtec", "method=inpformer"] in jobs
+    run = RunRecord(
+        path=tmp_path,
+        name="5_inpformer",
+        status="finished",
+        identity={"method": "inpformer", "dataset": "mvtec"},
+        overrides=[],
+        per_class={"bottle": {"I-AUROC": 1.0, "P-AUROC": 0.99}},
+        mean={"I-AUROC": 1.0, "P-AUROC": 0.99},
+    )
+    text = to_markdown(seed_rows([run], load_paper_table()), tmp_path)
+    assert "| DualAD-He | INP-Former |" in text and "| 100.0/99.0 |" in text
+
+
 @pytest.mark.slow
 def test_seed_table_debug_tiny_sweep_has_a_cell_for_every_method_and_class(tmp_path):
     sweep = tmp_path / "sweep"

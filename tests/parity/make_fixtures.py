@@ -38,12 +38,15 @@ CPU it is replaced by the same package's pure-PyTorch reference `selective_scan_
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.machinery
 import importlib.util
 import json
 import math
 import sys
 import types
 from argparse import Namespace
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,7 @@ OFFICIAL = {
     "vitad": ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402"),
     "mambaad": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
     "mambaad_training": ("lewandofskee/MambaAD", "0434452576dc92505f843bf4513142eea26c5709"),
+    "inpformer": ("luow23/INP-Former", "17d265381d9b323a2ef6e05aab0665a85edebe84"),
 }
 # the protocol preset each method names (conf/method/<name>.yaml), recorded with its fixtures
 PROTOCOLS = {
@@ -82,6 +86,7 @@ PROTOCOLS = {
     "vitad": "ader256_gauss4",
     "mambaad": "mambaad256",
     "mambaad_training": "mambaad256",
+    "inpformer": "inpformer392",
 }
 # the framework MambaAD's model file plugs into
 ADER = ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402")
@@ -114,6 +119,24 @@ RD4AD_STEP_KEYS = [
 ]
 BACKBONES["vitad"] = ("vits16_dino",)
 BACKBONES["mambaad"] = BACKBONES["mambaad_training"] = ("res34",)
+BACKBONES["inpformer"] = ("dinov2_vits14_reg",)  # the per-image fixture; parameter counts for all three
+INPFORMER_STEPS = 3  # optimiser steps of INP_Former_Multi_Class.py's training loop recorded
+# official trainable key whose gradient norm (and change over INPFORMER_STEPS steps) the fixture records
+INPFORMER_KEYS = [
+    "prototype_token",
+    "aggregation.0.attn.q.weight",
+    "aggregation.0.attn.kv.weight",
+    "aggregation.0.mlp.fc2.weight",
+    "bottleneck.0.fc1.weight",
+    "decoder.0.attn.learn_scale",
+    "decoder.0.attn.kv.weight",
+    "decoder.0.attn.proj.weight",
+    "decoder.7.norm1.weight",
+    "decoder.7.mlp.fc2.weight",
+]
+# utils.py imports these for its evaluation (adeval's CUDA accumulator, pandas for compute_pro) and aug_funcs
+# (kornia, few-shot augmentation); the recorded numbers use none of them
+INPFORMER_UNUSED_MODULES = ("adeval", "pandas", "kornia")
 SAMPLES = 64  # values recorded per tensor, at evenly spaced flat positions
 
 
@@ -157,15 +180,10 @@ def grad_norms(loss: torch.Tensor, model: torch.nn.Module, keys: list[str]) -> d
     return {k: params[k].grad.norm().item() for k in keys}
 
 
-def dinomaly_model(backbone: str) -> torch.nn.Module:
-    """The official ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES), built as dinomaly_mvtec_uni.py
-    builds it (the encoder without its download), unfilled; the checkout must be on sys.path."""
-    from dinov2.models import vision_transformer as dinov2
-    from models.uad import ViTill
-    from models.vision_transformer import Block, LinearAttention2, bMlp
-
-    arch, dim, heads, taps = DINOMALY_SIZES[backbone]
-    encoder = getattr(dinov2, arch)(
+def dinov2_encoder(dinov2: Any, arch: str) -> torch.nn.Module:
+    """The DINOv2-reg ViT `arch` of the checkout's `dinov2.models.vision_transformer` module, as the
+    Dinomaly and INP-Former scripts build it before loading its download (their `vit_encoder.load`)."""
+    return getattr(dinov2, arch)(
         patch_size=14,
         img_size=518,
         block_chunks=0,
@@ -174,6 +192,17 @@ def dinomaly_model(backbone: str) -> torch.nn.Module:
         interpolate_antialias=False,
         interpolate_offset=0.1,
     )
+
+
+def dinomaly_model(backbone: str) -> torch.nn.Module:
+    """The official ViTill on a DINOv2-reg ViT (`backbone`: DINOMALY_SIZES), built as dinomaly_mvtec_uni.py
+    builds it (the encoder without its download), unfilled; the checkout must be on sys.path."""
+    from dinov2.models import vision_transformer as dinov2
+    from models.uad import ViTill
+    from models.vision_transformer import Block, LinearAttention2, bMlp
+
+    arch, dim, heads, taps = DINOMALY_SIZES[backbone]
+    encoder = dinov2_encoder(dinov2, arch)
     bottleneck = torch.nn.ModuleList([bMlp(dim, dim * 4, dim, drop=0.2)])
     norm = partial(torch.nn.LayerNorm, eps=1e-8)
     decoder = torch.nn.ModuleList(
@@ -453,6 +482,37 @@ VITAD_GRAD_KEYS = [
 ]
 
 
+class _Unused(types.ModuleType):
+    """A module the official code imports but the recorded numbers never use: any name is a no-op."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: lambda f: f
+
+
+def stub_modules(names: tuple[str, ...]) -> None:
+    """An empty stand-in for each module of `names` (installed or not), unless it is already imported."""
+    for name in names:
+        module = _Unused(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # what importlib.util.find_spec reads
+        sys.modules.setdefault(name, module)
+
+
+@contextlib.contextmanager
+def stubbed_modules(names: tuple[str, ...]) -> Iterator[None]:
+    """`stub_modules(names)` while the official modules are imported, then the stand-ins removed again
+    (the importing module keeps its reference): other libraries look a module up in sys.modules (sklearn
+    asks whether pandas is there, and would take the stand-in for it)."""
+    added = [name for name in names if name not in sys.modules]
+    stub_modules(names)
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
 def ader_imports() -> None:
     """Empty stand-ins for ADER_UNUSED_MODULES, placeholders for the timm optimisers ADer's `optim` imports
     by names the installed timm no longer has (ADer's recipes use torch's AdamW), `collections.Iterable`
@@ -460,7 +520,6 @@ def ader_imports() -> None:
     import collections
     import collections.abc
     import importlib
-    import types
 
     collections.Iterable = collections.abc.Iterable  # type: ignore[attr-defined]
     from_array = Image.fromarray
@@ -473,17 +532,9 @@ def ader_imports() -> None:
         return from_array(array, mode=mode) if mode else from_array(array)
 
     Image.fromarray = zero_mask_as_old_pillow
-
-    class Unused(types.ModuleType):
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("__"):
-                raise AttributeError(name)
-            return lambda *args, **kwargs: lambda f: f
-
     import torchvision.transforms.functional  # noqa: F401  (before accimage is stubbed: it checks for it)
 
-    for name in ADER_UNUSED_MODULES:
-        sys.modules.setdefault(name, Unused(name))
+    stub_modules(ADER_UNUSED_MODULES)
     for module, name in (("timm.optim.nadam", "Nadam"), ("timm.optim.radam", "RAdam")):
         module = importlib.import_module(module)
         if not hasattr(module, name):
@@ -838,6 +889,157 @@ def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path 
         "grad_norms": grads,
         "parameters_after_first_step": first,
         "parameters": {k: summary(p, samples=8) for k, p in trainable.items()},
+    }
+
+
+def inpformer_model(backbone: str, num_prototypes: int = 6) -> tuple[torch.nn.Module, torch.nn.ModuleList]:
+    """(official INP_Former, its trainable ModuleList) as INP_Former_Multi_Class.py builds them on a
+    DINOv2-reg ViT (DINOMALY_SIZES: the same encoder, widths, heads and taps), the encoder without its
+    download, the script's init of the trainable parts applied; the checkout must be on sys.path."""
+    from dinov2.models import vision_transformer as dinov2
+    from models.uad import INP_Former
+    from models.vision_transformer import Aggregation_Block, Mlp, Prototype_Block
+    from torch.nn.init import trunc_normal_
+
+    arch, dim, heads, taps = DINOMALY_SIZES[backbone]
+    encoder = dinov2_encoder(dinov2, arch)
+    nn = torch.nn
+    norm = partial(nn.LayerNorm, eps=1e-8)
+    bottleneck = nn.ModuleList([Mlp(dim, dim * 4, dim, drop=0.0)])
+    inp = nn.ParameterList([nn.Parameter(torch.randn(num_prototypes, dim))])
+    extractor = nn.ModuleList(
+        [Aggregation_Block(dim=dim, num_heads=heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm)]
+    )
+    decoder = nn.ModuleList(
+        Prototype_Block(dim=dim, num_heads=heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm)
+        for _ in range(8)
+    )
+    groups = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    model = INP_Former(
+        encoder=encoder,
+        bottleneck=bottleneck,
+        aggregation=extractor,
+        decoder=decoder,
+        target_layers=taps,
+        remove_class_token=True,
+        fuse_layer_encoder=groups,
+        fuse_layer_decoder=groups,
+        prototype_token=inp,
+    )
+    trainable = nn.ModuleList([bottleneck, decoder, extractor, inp])
+    for m in trainable.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.01, a=-0.03, b=0.03)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+    return model, trainable
+
+
+def inpformer_eval_map(en: list, de: list, side: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(raw map at `side`, evaluation map, image score) as utils.py evaluation_batch computes them with
+    max_ratio=0.01, resize_mask=256."""
+    from utils import cal_anomaly_maps, get_gaussian_kernel
+
+    with torch.no_grad():
+        raw, _ = cal_anomaly_maps(en, de, side)  # (1, 1, side, side)
+        smoothed = get_gaussian_kernel(kernel_size=5, sigma=4)(
+            F.interpolate(raw, size=256, mode="bilinear", align_corners=False)
+        )
+        flat = smoothed.flatten(1)
+        score = torch.sort(flat, dim=1, descending=True)[0][:, : int(flat.shape[1] * 0.01)].mean()
+    return raw, smoothed, score.item()
+
+
+def inpformer(official: Path, backbone: str) -> dict:
+    """INP-Former on a seeded DINOv2-reg ViT as INP_Former_Multi_Class.py, input 448 -> crop 392: the taps,
+    prototypes, fused groups (reconstruction), map, image score, the soft-mining and coherence losses and
+    the gradient norms of the training objective (loss + 0.2 x coherence) on one test image; then
+    INPFORMER_STEPS steps of the script's loop (StableAdamW, WarmCosineScheduler, clip 0.1) on one training
+    image, recording the losses and each INPFORMER_KEYS tensor's change; and the trainable parameter count of
+    the official model at ViT-S, B and L (built unfilled: counting needs no weights)."""
+    with stubbed_modules(INPFORMER_UNUSED_MODULES):
+        from dataset import get_data_transforms
+        from optimizers import StableAdamW
+        from utils import WarmCosineScheduler, global_cosine_hm_adaptive
+
+    counts = {}
+    for size in DINOMALY_SIZES:
+        _, trainable = inpformer_model(size)
+        counts[size] = sum(p.numel() for p in trainable.parameters())
+    model, trainable = inpformer_model(backbone)
+    rebuild = fill(model)
+    model.eval()
+    transform, _ = get_data_transforms(448, 392)
+    image = transform(Image.open(REALDATA / IMAGE).convert("RGB"))[None]  # (1, 3, 392, 392)
+    taps, prototypes = [], []
+    hooks = [
+        model.encoder.blocks[i].register_forward_hook(lambda m, i, o: taps.append(o.detach()))
+        for i in model.target_layers
+    ]
+    hooks.append(model.aggregation[0].register_forward_hook(lambda m, i, o: prototypes.append(o.detach())))
+    en, de, coherence = model(image)
+    for hook in hooks:  # the taps and prototypes of this forward pass only
+        hook.remove()
+    raw, smoothed, score = inpformer_eval_map([e.detach() for e in en], [d.detach() for d in de], 392)
+    mining = global_cosine_hm_adaptive(en, de, y=3)
+    loss = mining + 0.2 * coherence
+    outputs = {
+        "taps": [summary(t) for t in taps],
+        "prototypes": summary(prototypes[0]),
+        "encoder_groups": [summary(e.detach()) for e in en],
+        "reconstruction": [summary(d.detach()) for d in de],
+        "raw_map": summary(raw),
+        "eval_map": summary(smoothed),
+        "image_score": score,
+        "soft_mining_loss": mining.item(),
+        "coherence_loss": coherence.item(),
+        "loss": loss.item(),
+        "grad_norms": grad_norms(loss, model, INPFORMER_KEYS),
+    }
+
+    optimizer = StableAdamW(
+        [{"params": trainable.parameters()}],
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        weight_decay=1e-4,
+        amsgrad=True,
+        eps=1e-10,
+    )
+    total = 1000  # the schedule's length (epochs x batches); its first steps are the warm-up's
+    scheduler = WarmCosineScheduler(
+        optimizer, base_value=1e-3, final_value=1e-4, total_iters=total, warmup_iters=100
+    )
+    params = dict(model.named_parameters())
+    before = {k: params[k].detach().clone() for k in INPFORMER_KEYS}
+    train_image = transform(Image.open(REALDATA / TRAIN_IMAGE).convert("RGB"))[None]
+    model.train()
+    losses, rates = [], []
+    for _ in range(INPFORMER_STEPS):  # the script's training loop, one image per batch
+        step_en, step_de, step_coherence = model(train_image)
+        step_loss = global_cosine_hm_adaptive(step_en, step_de, y=3) + 0.2 * step_coherence
+        optimizer.zero_grad()
+        step_loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable.parameters(), max_norm=0.1)
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        losses.append(step_loss.item())
+        scheduler.step()
+    return {
+        "config": {"method": "inpformer", "backbone": backbone, "protocol": PROTOCOLS["inpformer"]},
+        **rebuild,
+        "input": summary(image),
+        "parameters": {"trainable": counts},
+        "outputs": outputs,
+        "training": {
+            "image": TRAIN_IMAGE,
+            "schedule_steps": total,
+            "lr": rates,
+            "losses": losses,
+            "deltas": {k: summary(params[k].detach() - before[k]) for k in INPFORMER_KEYS},
+        },
     }
 
 

@@ -25,7 +25,9 @@ numpy 1.24, used by UniAD's label rule), Dinomaly's and RD4AD's AUPRO are skippe
 of CPU), and the loaders use no worker processes. The official scores are read where the official code
 computes them: Dinomaly's from the arguments of its image-level `roc_auc_score` call, UniAD's from its
 `EvalImageMax`, DualAD's from the model's `pred_image`, RD4AD's from the arguments of its `roc_auc_score`
-calls, ViTAD's from the arguments of ADer's image-level `roc_auc_score`.
+calls, ViTAD's from the arguments of ADer's image-level `roc_auc_score`, INP-Former's from the scores its
+`evaluation_batch` hands its metric function, whose pixel metrics (adeval, CUDA only) are replaced by the
+sklearn path the official function keeps commented out.
 
 ADer (ViTAD) runs from a working directory outside its checkout (see make_fixtures.py); its DefaultAD
 dataset reads `<root>/meta.json` and accepts only roots named like a benchmark, so the data classes are
@@ -56,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from tests.parity.make_fixtures import (  # noqa: E402
     BACKBONES,
+    INPFORMER_UNUSED_MODULES,
     MEAN,
     OFFICIAL,
     PROTOCOLS,
@@ -66,15 +69,18 @@ from tests.parity.make_fixtures import (  # noqa: E402
     dinomaly_model,
     fill,
     helper_model,
+    inpformer_model,
     mambaad_model,
     official_config,
     scan_indices,
+    stubbed_modules,
     vitad_model,
 )
 
 # The methods whose official test pipeline this script runs (no Ho config is released), their backbones.
 BACKBONES = {
-    method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he", "rd4ad", "vitad", "mambaad")
+    method: BACKBONES[method]
+    for method in ("dinomaly", "uniad", "dualad_he", "rd4ad", "vitad", "mambaad", "inpformer")
 }
 SCORE_TOL, AUROC_TOL = 1e-3, 1e-4  # issue 15: scores within 1e-3 of their spread, AUROCs within 1e-4
 
@@ -109,7 +115,7 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
     ViTill state dict); UniAD and DualAD `tools/train_val.py`'s dict (epoch, the EasyDict `arch`, state
     dict, a numpy best metric, optimizer state), UniAD's state dict with the DDP `module.` prefix."""
     state = model.state_dict()
-    if method == "dinomaly":
+    if method in ("dinomaly", "inpformer"):  # INP_Former_*.py: torch.save(model.state_dict(), ...model.pth)
         torch.save(state, path)
         return
     if method == "rd4ad":  # main.py's file; the encoder (torchvision's download there) beside it
@@ -193,6 +199,39 @@ def run_dinomaly(model: torch.nn.Module, data: Path, classes: list[str]) -> tupl
         result = official_utils.evaluation_batch(model, loader, "cpu", max_ratio=0.01, resize_mask=256)
         labels, scores = calls[-1]  # evaluation_batch's second AUROC call: the image level
         assert len(scores) == len(dataset) and np.array_equal(labels, dataset.labels)
+        images += [(relative(p, data), float(s)) for p, s in zip(dataset.img_paths, scores)]
+        metrics[cls] = {"I-AUROC": float(result[0]), "P-AUROC": float(result[3])}
+    return images, metrics
+
+
+def run_inpformer(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
+    """INP_Former_Multi_Class.py's test: its MVTecDataset with get_data_transforms(448, 392), batches of 16 in
+    order, `evaluation_batch(model, loader, device, max_ratio=0.01, resize_mask=256)` per class. Its metric
+    call `ader_evaluator` (adeval's CUDA accumulator for the pixel metrics) is replaced by the CPU path the
+    same function keeps commented out: sklearn's AUROC of the image scores and of every pixel; the maps,
+    masks and scores are the ones evaluation_batch hands it."""
+    from sklearn.metrics import roc_auc_score
+
+    with stubbed_modules(INPFORMER_UNUSED_MODULES):
+        import utils as official_utils
+        from dataset import MVTecDataset, get_data_transforms
+
+    calls = []
+
+    def cpu_evaluator(pr_px: np.ndarray, pr_sp: np.ndarray, gt_px: np.ndarray, gt_sp: np.ndarray) -> list:
+        calls.append(pr_sp)
+        i_auroc, p_auroc = roc_auc_score(gt_sp, pr_sp), roc_auc_score(gt_px.ravel(), pr_px.ravel())
+        return [i_auroc, math.nan, math.nan, p_auroc, math.nan, math.nan, math.nan]
+
+    official_utils.ader_evaluator = cpu_evaluator
+    transform, gt_transform = get_data_transforms(448, 392)
+    images, metrics = [], {}
+    for cls in classes:
+        dataset = MVTecDataset(str(data / cls), transform, gt_transform, phase="test")
+        loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=False, num_workers=0)
+        result = official_utils.evaluation_batch(model, loader, "cpu", max_ratio=0.01, resize_mask=256)
+        scores = calls[-1]
+        assert len(scores) == len(dataset)
         images += [(relative(p, data), float(s)) for p, s in zip(dataset.img_paths, scores)]
         metrics[cls] = {"I-AUROC": float(result[0]), "P-AUROC": float(result[3])}
     return images, metrics
@@ -362,6 +401,8 @@ def official_side(args: argparse.Namespace) -> dict:
     config = None
     if args.method == "dinomaly":
         model = dinomaly_model(args.backbone)
+    elif args.method == "inpformer":
+        model, _ = inpformer_model(args.backbone)
     elif args.method == "rd4ad":
         model = Rd4adOfficial()
     elif args.method == "vitad":
@@ -382,6 +423,8 @@ def official_side(args: argparse.Namespace) -> dict:
     with cpu_for_cuda():
         if args.method == "dinomaly":
             images, per_class = run_dinomaly(model, args.data, classes)
+        elif args.method == "inpformer":
+            images, per_class = run_inpformer(model, args.data, classes)
         elif args.method == "uniad":
             images, per_class = run_uniad(model, config, args.data, classes)
         elif args.method == "rd4ad":

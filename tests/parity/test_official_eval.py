@@ -24,7 +24,14 @@ from tests.parity.test_official_parity import FIXTURES, official_file
 from uad import pipeline
 
 # UniAD's evaluation reports an AUROC below 0.5 as 1 - AUROC; our protocol does so on request.
-EXTRA = {"dinomaly": [], "uniad": ["protocol.flip_auroc=true"], "rd4ad": [], "vitad": [], "mambaad": []}
+EXTRA = {
+    "dinomaly": [],
+    "uniad": ["protocol.flip_auroc=true"],
+    "rd4ad": [],
+    "vitad": [],
+    "mambaad": [],
+    "inpformer": [],
+}
 # The classes each test evaluates (the fixtures hold all three): Dinomaly's 392 px ViT-S leaves out
 # hazelnut_toy (23 of the 57 images) to stay near 90 s on two cores.
 CLASSES = {
@@ -35,6 +42,7 @@ CLASSES = {
     "rd4ad": ["bottle", "grid"],
     "vitad": ["bottle"],  # ADer's ViTAD (ViT-S at 256): the class of its largest score difference, for time
     "mambaad": ["grid"],  # the official side (the reference scan) is ~30 CPU-s per image: one class
+    "inpformer": ["bottle"],  # ViT-S at 392: the class of its largest score difference, for time
 }
 
 

@@ -56,11 +56,11 @@ pytestmark = pytest.mark.skipif(not REALDATA.is_dir(), reason="needs ../shared/r
 
 
 def official_file(fixture: dict, path: Path) -> Path:
-    """The seeded state dict saved as the official code saves it: Dinomaly a bare state dict; UniAD and
-    DualAD a train_val.py dict with numpy scalars beside the state dict (read through the allow-list); ADer
-    (ViTAD) BaseTrainer.save_checkpoint's ckpt.pth, the state dict under `net`."""
+    """The seeded state dict saved as the official code saves it: Dinomaly and INP-Former a bare state dict;
+    UniAD and DualAD a train_val.py dict with numpy scalars beside the state dict (read through
+    the allow-list); ADer (ViTAD) BaseTrainer.save_checkpoint's ckpt.pth, the state dict under `net`."""
     state = seeded_state(fixture["shapes"], fixture["aliases"])
-    if fixture["method"] == "dinomaly":
+    if fixture["method"] in ("dinomaly", "inpformer"):  # both scripts save model.state_dict() bare
         torch.save(state, path)
     elif fixture["method"] == "vitad":
         torch.save({"net": state, "iter": 3, "epoch": 1, "total_time": 1.0, "scaler": None}, path)

@@ -86,7 +86,7 @@ class Evaluator(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        maps = self.protocol.maps_for_eval(outputs["anomaly_map"])  # (B, h, w) float32
+        maps = self.protocol.maps_for_eval(self.protocol.chosen_map(outputs["maps"]))  # (B, h, w) float32
         scores = self.protocol.image_scores(maps, outputs.get("image_score"))  # (B,)
         masks = self.protocol.masks_for_eval(batch["mask"])  # (B, h, w) bool
         labels = self.protocol.labels(batch["label"], batch["mask"], batch["has_mask"])  # (B,)

@@ -81,7 +81,7 @@ class TestSetSelection(Callback):
             output = pl_module.net(
                 batch["image"].to(pl_module.device), batch["class_id"].to(pl_module.device)
             )
-            maps = self.protocol.maps_for_eval(output.anomaly_map)
+            maps = self.protocol.maps_for_eval(self.protocol.chosen_map(output.maps()))
             if pixel:
                 values, truth = maps.cpu().flatten(1), self.protocol.masks_for_eval(batch["mask"]).flatten(1)
             else:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from uad.data.batch import Batch, batch_item
 from uad.data.masks import DecodedMask, decode_mask
 from uad.data.samples import DatasetLayoutError, Sample
 from uad.data.transforms import InputTransform
@@ -165,23 +166,23 @@ class AnomalyDataset(Dataset):
         mib = sum(i.nbytes + m.nbytes for i, m in self.cache) / 2**20
         log.info("image cache: %d images, %.0f MiB", len(self.cache), mib)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> Batch:
         sample = self.samples[index]
         image, mask = self.resized(index)
         if self.augment is not None:
             augmented = self.augment(image=image, mask=mask)
             image, mask = augmented["image"], augmented["mask"]
         image, mask = self.transform.finish(image, mask)
-        return {
-            "image": image,  # (3, H, W) float, ImageNet-normalised
-            "mask": mask,  # (1, H, W) uint8 in {0, 1}
-            "label": sample.label,
-            "has_mask": sample.mask_path is not None,
-            "index": index,
-            "class_id": self.class_ids[sample.class_name],
-            "class_name": sample.class_name,
-            "defect": sample.defect,
-            "path": str(sample.path),
-            "sample_key": sample.sample_key,
-            "view": sample.view,
-        }
+        return batch_item(
+            image=image,  # (3, H, W) float, ImageNet-normalised
+            mask=mask,  # (1, H, W) uint8 in {0, 1}
+            label=sample.label,
+            has_mask=sample.mask_path is not None,
+            index=index,
+            class_id=self.class_ids[sample.class_name],
+            class_name=sample.class_name,
+            defect=sample.defect,
+            path=str(sample.path),
+            sample_key=sample.sample_key,
+            view=sample.view,
+        )

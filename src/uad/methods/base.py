@@ -47,6 +47,17 @@ class NetOutput:
             return getattr(self, name)
         return self.tensors[name]
 
+    def maps(self) -> dict[str, Tensor]:
+        """Every map the network offers, by name: `anomaly_map` (its own) and each (B, 1, h, w) tensor among
+        the named ones (the protocol's `map_name` chooses one to evaluate)."""
+        batch = self.anomaly_map.shape[0]
+        named = {
+            name: t
+            for name, t in self.tensors.items()
+            if isinstance(t, Tensor) and t.ndim == 4 and t.shape[:2] == (batch, 1)
+        }
+        return {"anomaly_map": self.anomaly_map, **named}
+
 
 class AnomalyNet(nn.Module):
     """Base network: a frozen `Encoder` plus the trainable modules a subclass adds.
@@ -56,6 +67,18 @@ class AnomalyNet(nn.Module):
     """
 
     uses_class_id: bool = False  # True: `reconstruct` reads features["class_id"] (B,), or None when unknown
+    cnn_variant: type[AnomalyNet] | None = None  # the subclass that `cls(encoder)` builds on a CNN encoder
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> AnomalyNet:
+        """`cls(cnn_encoder, ...)` builds `cls.cnn_variant` where the class itself names one (the papers of
+        Dinomaly and ViTAD define ViT models; their CNN variants are this suite's), as `pathlib.Path(...)`
+        builds a `PosixPath`: one config `_target_` serves every backbone, and the paper's code has no
+        branch."""
+        encoder = kwargs.get("encoder", args[0] if args else None)  # none when a copy or pickle rebuilds it
+        variant = cls.__dict__.get("cnn_variant")  # the class's own: its subclasses build themselves
+        if variant is not None and encoder is not None and encoder.spec.kind == "cnn":
+            cls = variant
+        return super().__new__(cls)
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()

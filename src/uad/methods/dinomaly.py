@@ -13,16 +13,15 @@ The structure follows the official code (`guojiajeremy/Dinomaly`: `models/uad.py
 `dinomaly_*_uni.py`): all tokens, cls and registers included, pass bottleneck and decoder and are dropped
 only before loss and map; the decoder's outputs are reversed before grouping.
 
-CNN variant (ours, not the paper's model): on a CNN backbone the tapped stages are averaged onto one grid
-of stride `cnn_stride` and concatenated; each position is a token of width sum(C_l). The stages are split
-into the two groups (by default the shallow half and the deep half) as channel slices of those tokens,
-and the decoder groups are the same channel slices of the grouped decoder outputs.
+On a CNN backbone the same code runs as `DinomalyCNN` (this suite's variant, not the paper's model; see
+that class).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,50 +31,24 @@ from uad.encoders import Encoder
 from uad.errors import ConfigError
 from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
+from uad.nn.init import trunc_normal_init_
 from uad.nn.linear_attention import LinearAttention
 from uad.nn.losses import global_cosine_hm, hard_mining_ratio
+from uad.nn.token_groups import default_heads, fuse, halves
 from uad.nn.vit_block import NoisyBottleneck, ViTBlock
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
-
-
-def halves(count: int) -> list[list[int]]:
-    """[[0 .. count//2 - 1], [count//2 .. count - 1]]: the official grouping for 8 taps."""
-    return [list(range(count // 2)), list(range(count // 2, count))]
-
-
-def default_heads(width: int, head_dim: int = 64) -> int:
-    """The largest head count <= width / 64 that divides the width (6 / 12 / 16 for ViT-S / B / L)."""
-    heads = max(1, width // head_dim)
-    while width % heads:
-        heads -= 1
-    return heads
-
-
-def fuse(features: Sequence[Tensor], indices: Sequence[int]) -> Tensor:
-    """Mean of the selected features (official `fuse_feature`)."""
-    return torch.stack([features[i] for i in indices], dim=1).mean(dim=1)
-
-
-def trunc_normal_init_(module: nn.Module, std: float = 0.01, bound: float = 0.03) -> None:
-    """Official init of the trainable parts: Linear weights N(0, std) truncated to [-bound, bound], zero
-    biases; LayerNorm weight 1, bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=std, a=-bound, b=bound)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class Dinomaly(AnomalyNet):
     """Noisy MLP bottleneck + linear-attention ViT decoder over the mean of the encoder's middle taps,
     trained by loose (grouped, hard-mined) cosine reconstruction. dropout: the bottleneck's noise;
     bottleneck_ratio, num_blocks, num_heads, mlp_ratio: the bottleneck's and decoder's sizes (num_heads None:
-    the encoder's); the other arguments as the paper's code sets them (see the module docstring for the
-    CNN variant)."""
+    the encoder's); the other arguments as the paper's code sets them.
+
+    This class is the paper's model, on a ViT. On a CNN encoder `Dinomaly(encoder, ...)` builds a
+    `DinomalyCNN` (`AnomalyNet.cnn_variant`), so that `method=dinomaly` works on every backbone;
+    `cnn_stride` is that variant's only own argument."""
 
     def __init__(
         self,
@@ -96,17 +69,12 @@ class Dinomaly(AnomalyNet):
         cnn_stride: int = 16,
     ) -> None:
         super().__init__(encoder)
-        self.is_vit = encoder.spec.kind == "vit"
         self.cnn_stride = cnn_stride
         self.encoder_groups = [list(g) for g in (encoder_groups or halves(len(encoder.taps)))]
         self.decoder_groups = [list(g) for g in decoder_groups]
         self.hm_ratio, self.hm_warmup_steps, self.hm_factor = hm_ratio, hm_warmup_steps, hm_factor
         self._check_groups(len(encoder.taps), num_blocks)
-        # width of the tokens: the ViT's D, or the concatenated CNN stages
-        width = encoder.channels[0] if self.is_vit else sum(encoder.channels)
-        if not self.is_vit:  # channel slices of the concatenated stages that form each encoder group
-            bounds = [0, *torch.tensor(encoder.channels).cumsum(0).tolist()]
-            self.channel_groups = [[(bounds[i], bounds[i + 1]) for i in g] for g in self.encoder_groups]
+        width = self.token_width(encoder)
         heads = num_heads or default_heads(width)
         self.bottleneck = NoisyBottleneck(width, bottleneck_ratio, dropout)
         mixer = partial(LinearAttention, eps=attn_eps)
@@ -116,6 +84,11 @@ class Dinomaly(AnomalyNet):
         )
         trunc_normal_init_(self.bottleneck, init_std, 3 * init_std)
         trunc_normal_init_(self.decoder, init_std, 3 * init_std)
+
+    @staticmethod
+    def token_width(encoder: Encoder) -> int:
+        """The width D of the tokens the bottleneck and decoder carry: the ViT's."""
+        return encoder.channels[0]
 
     def _check_groups(self, taps: int, blocks: int) -> None:
         if len(self.encoder_groups) != len(self.decoder_groups):
@@ -135,38 +108,21 @@ class Dinomaly(AnomalyNet):
     # -- the paper's forward pass -----------------------------------------------------------------
 
     def extract(self, images: Tensor) -> Features:
-        """ViT: the mean of the taps (bottleneck input) and the fused encoder groups (the targets), stacked
-        (B, G, D, h, w). CNN variant: the stages averaged onto one grid; groups are its channel slices."""
-        if not self.is_vit:
-            stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
-            return {"aligned": align_avgpool(stages, self.encoder.strides, self.cnn_stride)}  # (B, C, h, w)
+        """The mean of the taps (bottleneck input) and the fused encoder groups (the targets), stacked
+        (B, G, D, h, w)."""
         taps = self.encoder(images)  # 8 x (B, P + h*w, D)
         groups = [self._to_map(fuse(taps, g)) for g in self.encoder_groups]  # G x (B, D, h, w)
         return {"fused": fuse(taps, range(len(taps))), "encoder_groups": torch.stack(groups, dim=1)}
 
     def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
-        if self.is_vit:
-            tokens = features["fused"]  # (B, P + h*w, D)
-            encoder_groups = list(features["encoder_groups"].unbind(1))  # G x (B, D, h, w)
-        else:
-            aligned = features["aligned"]  # (B, C, h, w)
-            tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
-            encoder_groups = [self._slice(aligned, s) for s in self.channel_groups]
+        tokens, encoder_groups = self.tokens_and_targets(features)
         x = self.bottleneck(tokens)
         decoded = []
         for block in self.decoder:
             x = block(x)
             decoded.append(x)  # (B, N, D)
         reverse = decoded[::-1]  # the last decoder block pairs with the shallowest taps
-        if self.is_vit:
-            decoder_groups = [self._to_map(fuse(reverse, g)) for g in self.decoder_groups]
-        else:
-            side = aligned.shape[-2:]
-            decoded_maps = [d.transpose(1, 2).reshape(d.shape[0], -1, *side) for d in reverse]
-            decoder_groups = [
-                self._slice(fuse(decoded_maps, g), s)
-                for g, s in zip(self.decoder_groups, self.channel_groups, strict=True)
-            ]
+        decoder_groups = self.group_decoded(reverse, features)
         return NetOutput(
             self.anomaly_map(encoder_groups, decoder_groups, size),
             {
@@ -177,12 +133,16 @@ class Dinomaly(AnomalyNet):
             },
         )
 
+    def tokens_and_targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
+        """The bottleneck's input (B, P + h*w, D), all tokens; the encoder groups G x (B, D, h, w)."""
+        return features["fused"], list(features["encoder_groups"].unbind(1))
+
+    def group_decoded(self, reverse: Sequence[Tensor], features: Features) -> list[Tensor]:
+        """The decoder groups G x (B, D, h, w), fused from the reversed decoder outputs as the encoder's."""
+        return [self._to_map(fuse(reverse, g)) for g in self.decoder_groups]
+
     def _to_map(self, tokens: Tensor) -> Tensor:
         return self.encoder.tokens_to_map(tokens)  # (B, P + h*w, D) -> (B, D, h, w)
-
-    @staticmethod
-    def _slice(features: Tensor, ranges: Sequence[tuple[int, int]]) -> Tensor:
-        return torch.cat([features[:, a:b] for a, b in ranges], dim=1)
 
     @staticmethod
     def anomaly_map(
@@ -200,3 +160,46 @@ class Dinomaly(AnomalyNet):
         ratio = hard_mining_ratio(step, self.hm_ratio, self.hm_warmup_steps)
         loss = global_cosine_hm(output["encoder_groups"], output["decoder_groups"], ratio, self.hm_factor)
         return {"loss": loss, "hm_ratio": torch.tensor(ratio)}
+
+
+class DinomalyCNN(Dinomaly):
+    """Dinomaly on a CNN encoder (this suite's variant, not the paper's model): the tapped stages are
+    averaged onto one grid of stride `cnn_stride` and concatenated, so each position is a token of width
+    sum(C_l). The encoder groups (by default the shallow half and the deep half of the stages) are channel
+    slices of those tokens, and the decoder groups the same channel slices of the fused decoder outputs.
+    `Dinomaly(cnn_encoder, ...)` builds it."""
+
+    def __init__(self, encoder: Encoder, *args: Any, **kwargs: Any) -> None:
+        super().__init__(encoder, *args, **kwargs)
+        bounds = [0, *torch.tensor(encoder.channels).cumsum(0).tolist()]
+        self.channel_groups = [[(bounds[i], bounds[i + 1]) for i in g] for g in self.encoder_groups]
+
+    @staticmethod
+    def token_width(encoder: Encoder) -> int:
+        return sum(encoder.channels)
+
+    def extract(self, images: Tensor) -> Features:
+        stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
+        return {"aligned": align_avgpool(stages, self.encoder.strides, self.cnn_stride)}  # (B, C, h, w)
+
+    def tokens_and_targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
+        aligned = features["aligned"]  # (B, C, h, w)
+        tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        return tokens, [self._slice(aligned, s) for s in self.channel_groups]
+
+    def group_decoded(self, reverse: Sequence[Tensor], features: Features) -> list[Tensor]:
+        side = features["aligned"].shape[-2:]
+        maps = [
+            d.transpose(1, 2).reshape(d.shape[0], -1, *side) for d in reverse
+        ]  # (B, h*w, C) -> (B, C, h, w)
+        return [
+            self._slice(fuse(maps, g), s)
+            for g, s in zip(self.decoder_groups, self.channel_groups, strict=True)
+        ]
+
+    @staticmethod
+    def _slice(features: Tensor, ranges: Sequence[tuple[int, int]]) -> Tensor:
+        return torch.cat([features[:, a:b] for a, b in ranges], dim=1)
+
+
+Dinomaly.cnn_variant = DinomalyCNN  # Dinomaly(cnn_encoder) builds it

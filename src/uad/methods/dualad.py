@@ -15,11 +15,16 @@ image and channel by the spatial std); the target is always the clean features.
   All attention hides each token's own 7 x 7 neighbourhood; one learned 2-D positional code serves every
   layer (projected to the WSN width in Ho).
 
+`DualAD` holds what both share; `DualADHe` and `DualADHo` add their wide-shallow networks.
+
 Loss: the sum over backbone levels of each level's MSE. Map: the product over levels of each level's
 RMS error, upsampled bilinearly (align_corners=True) to the input.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,17 +47,15 @@ from uad.nn.memory import MemoryModule
 from uad.nn.noise import SpatialNoise
 from uad.nn.pos_embed import LearnedPositionalEmbedding2d
 
-VARIANTS = ("he", "ho")
-
 
 class WideMLP(nn.Module):
-    """He's WSN half: Linear -> ReLU -> Linear, token-wise (positions and masks are not used)."""
+    """He's WSN half: Linear -> ReLU -> Linear, token-wise."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
 
-    def forward(self, x: Tensor, pos: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
 
@@ -95,8 +98,39 @@ class WideDecoder(nn.Module):
         return self.proj(self.decoder(list(self.queries), x, pos, mask)[-1])
 
 
+@dataclass(frozen=True)
+class WideShallowSizes:
+    """What a variant's wide-shallow network is built from (the constructor's arguments)."""
+
+    channels: int  # C, the MFAA token width
+    hidden_dim: int  # D, one stream
+    num_streams: int  # S
+    wide_hidden: int  # the WSN's hidden width (wsn_ratio x S*D)
+    num_heads: int
+    dropout: float
+    wsn_layers: int  # Ho
+    memory_slots: int  # He
+    memory_scale: float  # He
+    shrink_threshold: float | None  # He
+
+    @property
+    def width(self) -> int:
+        return self.hidden_dim * self.num_streams  # S*D
+
+
 class DualAD(AnomalyNet):
-    """DualAD He or Ho (`variant`) on a frozen encoder; defaults are the official MVTec/VisA config."""
+    """What He and Ho share: MFAA features, pseudo-anomalies, the NDN, the loss and the map; defaults are the
+    official MVTec/VisA config. `DualAD(encoder, variant="he")` builds a `DualADHe`, `variant="ho"` a
+    `DualADHo` (as `pathlib.Path(...)` builds a `PosixPath`), so that one config key chooses the variant.
+    memory_slots, memory_scale and shrink_threshold are He's own arguments, wsn_layers Ho's."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> DualAD:
+        if cls is DualAD:
+            variant = kwargs.get("variant", args[1] if len(args) > 1 else "he")
+            if variant not in VARIANTS:
+                raise ConfigError(f"method.model.variant '{variant}' is not one of {tuple(VARIANTS)}")
+            cls = VARIANTS[variant]
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -117,33 +151,26 @@ class DualAD(AnomalyNet):
         neighbor_size: int | None = 7,
     ) -> None:
         super().__init__(encoder)
-        if variant not in VARIANTS:
-            raise ConfigError(f"method.model.variant '{variant}' is not one of {VARIANTS}")
-        self.variant = variant
         self.levels = list(encoder.channels)
         self.grid = self._grid(encoder)
         self.neighbor_size = neighbor_size
-        channels, width = sum(self.levels), hidden_dim * num_streams
-        wide_hidden = int(width * wsn_ratio)
+        channels, wide_hidden = sum(self.levels), int(hidden_dim * num_streams * wsn_ratio)
 
         self.noise = SpatialNoise(noise_scale)
         self.pos_embed = LearnedPositionalEmbedding2d(self.grid, hidden_dim)
-        if variant == "he":
-            self.wsn_in = WideMLP(channels, wide_hidden, width)
-            self.memories = nn.ModuleList(
-                MemoryModule(memory_slots, hidden_dim, memory_scale, shrink_threshold)
-                for _ in range(num_streams)
-            )
-            self.pos_proj = None
-            self.wsn_out = WideMLP(width, wide_hidden, channels)
-        else:
-            self.wsn_in = WideEncoder(channels, width, wsn_layers, num_heads, wide_hidden, dropout)
-            self.memories = None
-            self.pos_proj = nn.Linear(hidden_dim, width)  # the NDN's positional code, lifted to the WSN
-            num_tokens = self.grid[0] * self.grid[1]
-            self.wsn_out = WideDecoder(
-                width, channels, num_tokens, wsn_layers, num_heads, wide_hidden, dropout
-            )
+        sizes = WideShallowSizes(
+            channels,
+            hidden_dim,
+            num_streams,
+            wide_hidden,
+            num_heads,
+            dropout,
+            wsn_layers,
+            memory_slots,
+            memory_scale,
+            shrink_threshold,
+        )
+        self.build_wide_shallow(sizes)  # wsn_in, the variant's own modules, wsn_out
         self.ndn_encoder = TransformerEncoder(
             TransformerEncoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attn_dropout=0.0),
             num_encoder_layers,
@@ -151,9 +178,9 @@ class DualAD(AnomalyNet):
         self.ndn_decoder = TransformerDecoder(
             TransformerDecoderLayer(hidden_dim, num_heads, ffn_dim, dropout, attn_dropout=0.0), num_streams
         )
-        for module in (self.wsn_in, self.pos_proj, self.wsn_out, self.ndn_encoder, self.ndn_decoder):
-            if module is not None:
-                xavier_linear_(module)  # the official initializer; memories, queries, positions keep theirs
+        for name, module in self.named_children():
+            if name not in OWN_INIT:
+                xavier_linear_(module)  # the official initializer
 
     @classmethod
     def default_taps(cls, spec: EncoderSpec) -> tuple[int, ...] | None:
@@ -188,16 +215,13 @@ class DualAD(AnomalyNet):
             neighbour_mask(self.grid, self.neighbor_size, aligned.device) if self.neighbor_size else None
         )
         pos = self.pos_embed()  # (N, D)
-        wide_pos = self.pos_proj(pos) if self.pos_proj is not None else None  # (N, S*D)
+        wide_pos = self.wide_position(pos)  # (N, S*D), or None where the WSN reads no positions
 
         tokens = self.noise(aligned.flatten(2).transpose(1, 2))  # (B, N, C), pseudo-anomalous in training
-        wide = self.wsn_in(tokens, wide_pos, mask)  # (B, N, S*D)
-        streams = list(wide.chunk(len(self.ndn_decoder.layers), dim=-1))  # S x (B, N, D)
-        if self.memories is not None:
-            streams = [memory(s)[1] for memory, s in zip(self.memories, streams)]
+        streams = self.wide_in(tokens, wide_pos, mask)  # S x (B, N, D)
         encoded = self.ndn_encoder(sum(streams), pos, mask)  # (B, N, D)
         decoded = self.ndn_decoder(streams, encoded, pos, mask)  # S x (B, N, D)
-        rec_tokens = self.wsn_out(torch.cat(decoded, dim=-1), wide_pos, mask)  # (B, N, C)
+        rec_tokens = self.wide_out(torch.cat(decoded, dim=-1), wide_pos, mask)  # (B, N, C)
 
         reconstruction = rec_tokens.transpose(1, 2).reshape(b, c, h, w)  # (B, C, h, w)
         error = level_rms_product(reconstruction, aligned, self.levels)  # (B, 1, h, w)
@@ -213,5 +237,70 @@ class DualAD(AnomalyNet):
             },
         )
 
+    def _split(self, wide: Tensor) -> list[Tensor]:
+        return list(wide.chunk(len(self.ndn_decoder.layers), dim=-1))  # (B, N, S*D) -> S x (B, N, D)
+
+    # -- the wide-shallow network: the variant's own ----------------------------------------------
+
+    def build_wide_shallow(self, sizes: WideShallowSizes) -> None:
+        """Adds `wsn_in`, the variant's own modules and `wsn_out` (C -> S*D -> C)."""
+        raise NotImplementedError
+
+    def wide_position(self, pos: Tensor) -> Tensor | None:
+        """The positional code at the WSN's width (N, S*D), from the NDN's (N, D); None: not used."""
+        return None
+
+    def wide_in(self, tokens: Tensor, pos: Tensor | None, mask: Tensor | None) -> list[Tensor]:
+        """The clean or perturbed tokens (B, N, C) -> the S streams (B, N, D) the NDN reads."""
+        raise NotImplementedError
+
+    def wide_out(self, decoded: Tensor, pos: Tensor | None, mask: Tensor | None) -> Tensor:
+        """The concatenated NDN outputs (B, N, S*D) -> the reconstructed tokens (B, N, C)."""
+        raise NotImplementedError
+
     def loss(self, output: NetOutput, step: int = 0) -> Tensor:
         return level_mse_sum(output["reconstruction"], output["aligned"], self.levels)
+
+
+class DualADHe(DualAD):
+    """Heterogeneous: an MLP pair around the NDN, and every stream re-read from its own memory module."""
+
+    def build_wide_shallow(self, sizes: WideShallowSizes) -> None:
+        self.wsn_in = WideMLP(sizes.channels, sizes.wide_hidden, sizes.width)
+        self.memories = nn.ModuleList(
+            MemoryModule(sizes.memory_slots, sizes.hidden_dim, sizes.memory_scale, sizes.shrink_threshold)
+            for _ in range(sizes.num_streams)
+        )
+        self.wsn_out = WideMLP(sizes.width, sizes.wide_hidden, sizes.channels)
+
+    def wide_in(self, tokens: Tensor, pos: Tensor | None, mask: Tensor | None) -> list[Tensor]:
+        streams = self._split(self.wsn_in(tokens))  # S x (B, N, D)
+        return [memory(s)[1] for memory, s in zip(self.memories, streams, strict=True)]
+
+    def wide_out(self, decoded: Tensor, pos: Tensor | None, mask: Tensor | None) -> Tensor:
+        return self.wsn_out(decoded)
+
+
+class DualADHo(DualAD):
+    """Homogeneous: wide transformer stages around the NDN (no memory); the NDN's positional code is lifted
+    to the WSN width by `pos_proj`."""
+
+    def build_wide_shallow(self, sizes: WideShallowSizes) -> None:
+        heads, depth, hidden, dropout = sizes.num_heads, sizes.wsn_layers, sizes.wide_hidden, sizes.dropout
+        self.wsn_in = WideEncoder(sizes.channels, sizes.width, depth, heads, hidden, dropout)
+        self.pos_proj = nn.Linear(sizes.hidden_dim, sizes.width)
+        num_tokens = self.grid[0] * self.grid[1]
+        self.wsn_out = WideDecoder(sizes.width, sizes.channels, num_tokens, depth, heads, hidden, dropout)
+
+    def wide_position(self, pos: Tensor) -> Tensor:
+        return self.pos_proj(pos)  # (N, D) -> (N, S*D)
+
+    def wide_in(self, tokens: Tensor, pos: Tensor | None, mask: Tensor | None) -> list[Tensor]:
+        return self._split(self.wsn_in(tokens, pos, mask))
+
+    def wide_out(self, decoded: Tensor, pos: Tensor | None, mask: Tensor | None) -> Tensor:
+        return self.wsn_out(decoded, pos, mask)
+
+
+VARIANTS: dict[str, type[DualAD]] = {"he": DualADHe, "ho": DualADHo}
+OWN_INIT = ("encoder", "pos_embed", "memories")  # modules that keep their own initialisation

@@ -88,6 +88,9 @@ class EvalProtocol:
     smoothing_sigma: Gaussian smoothing of the map at eval size (0 = none), zero padding, kernel
     smoothing_kernel (0 = 2 * ceil(4 sigma) + 1; Dinomaly uses 5 with sigma 4); smoothing_padding `zeros`
     (Dinomaly's conv2d) or `symmetric` (scipy's gaussian_filter: RD4AD, ADer).
+    map_name: which of the network's maps is evaluated: `anomaly_map`, the one it gives as its own
+    (`NetOutput.anomaly_map`), or another (B, 1, h, w) map its output names (PatchCore's `patch_map`: the
+    nearest-neighbour distances before upsampling and blur); `chosen_map` picks it, upsampled to eval size.
     score: image score rule: "net" (the network's own, `NetOutput.image_score`: PatchCore's); "max";
     "avgpool_max" (max of the score_kernel x score_kernel, stride-1 average-pooled map: UniAD, DualAD);
     "topk_mean" (mean of the top score_ratio of the pixels: Dinomaly).
@@ -115,6 +118,7 @@ class EvalProtocol:
     smoothing_sigma: float = 0.0
     smoothing_kernel: int = 0
     smoothing_padding: str = "zeros"
+    map_name: str = "anomaly_map"
     score: str = "avgpool_max"
     score_kernel: int = 16
     score_ratio: float = 0.01
@@ -177,6 +181,15 @@ class EvalProtocol:
         """The flat form of the config (the `protocol` entry of results.json): name, input keys, the rest."""
         keys = asdict(self)
         return {"name": keys.pop("name"), **keys.pop("input"), **keys}
+
+    def chosen_map(self, maps: Mapping[str, Tensor]) -> Tensor:
+        """The map `map_name` chooses (B, 1, h, w), from a network's maps by name (`NetOutput.maps()`)."""
+        if self.map_name not in maps:
+            raise ConfigError(
+                f"protocol.map_name '{self.map_name}': the network gives no map of that name; its maps are "
+                f"{sorted(maps)}"
+            )
+        return maps[self.map_name]
 
     def maps_for_eval(self, maps: Tensor) -> Tensor:
         """(B, 1, H, W) maps at input resolution -> (B, h, w) maps at the evaluation size, float32 (float64

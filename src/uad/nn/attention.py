@@ -271,3 +271,39 @@ class SelfAttention(FusedQKVAttention):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return F.scaled_dot_product_attention(q, k, v)
+
+
+class PackedKVCrossAttention(nn.Module):
+    """Multi-head attention from queries (B, N, D) to a context (B, M, D), in the ViT layout: projections `q`
+    (D -> D) and `kv` (D -> 2D: keys then values, one tensor), a per-head kernel (`attend`, the subclass's),
+    output projection `proj`. Keys and values share one weight as in INP-Former's official blocks: an
+    optimiser that scales each tensor's step (StableAdamW's RMS clip) treats them together, as there."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"{type(self).__name__}: width {dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """(B, heads, N, d), (B, heads, M, d) x 2 -> (B, heads, N, d)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        batch, tokens, dim = x.shape
+        heads, width = self.num_heads, dim // self.num_heads
+        q = self.q(x).reshape(batch, tokens, heads, width).transpose(1, 2)  # (B, heads, N, d)
+        kv = self.kv(context).reshape(batch, context.shape[1], 2, heads, width)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # each (B, heads, M, d)
+        out = self.attend(q, k, v)  # (B, heads, N, d)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class CrossAttention(PackedKVCrossAttention):
+    """Softmax attention (scaled dot product) from the queries to the context."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v)

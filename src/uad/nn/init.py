@@ -30,3 +30,16 @@ def shared_packed_xavier_(attentions: Sequence[nn.Module]) -> None:
         for proj, part in zip((attention.q_proj, attention.k_proj, attention.v_proj), packed.chunk(3)):
             proj.weight.copy_(part)
             nn.init.zeros_(proj.bias)
+
+
+def trunc_normal_init_(module: nn.Module, std: float = 0.01, bound: float = 0.03) -> None:
+    """Dinomaly's and INP-Former's init of the trainable parts: Linear weights N(0, std) truncated to
+    [-bound, bound], zero biases; LayerNorm weight 1, bias 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std, a=-bound, b=bound)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

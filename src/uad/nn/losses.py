@@ -1,4 +1,4 @@
-"""Reconstruction losses shared by the methods.
+"""Reconstruction losses shared by the methods (Dinomaly's hard mining, INP-Former's soft mining).
 
 Dinomaly's "loose reconstruction" (official `global_cosine_hm_percent` in `utils.py`): per feature group,
 one cosine distance per image between the whole encoder and decoder feature maps (a global constraint
@@ -8,7 +8,7 @@ are already well reconstructed, so training concentrates on the hard ones.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,27 +41,51 @@ def hard_mining_ratio(step: int, final: float = 0.9, warmup_steps: int = 1000) -
     return min(final * step / warmup_steps, final)
 
 
-def global_cosine_hm(
-    encoder_feats: Sequence[Tensor], decoder_feats: Sequence[Tensor], ratio: float, factor: float = 0.1
+def global_cosine_mined(
+    encoder_feats: Sequence[Tensor], decoder_feats: Sequence[Tensor], point_weight: Callable[[Tensor], Tensor]
 ) -> Tensor:
-    """Mean over groups of mean_i [1 - cos(vec(en_i), vec(de_i))], with hard mining on the gradient.
+    """Mean over groups of mean_i [1 - cos(vec(en_i), vec(de_i))], the gradient of each decoder point
+    multiplied by `point_weight(distance)`, distance = 1 - cos over channels at every point (B, 1, h, w).
 
-    encoder_feats, decoder_feats: per group (B, C, h, w); the encoder side is a fixed target (detached).
-    The points whose distance 1 - cos over channels is below the k-th largest distance of the whole batch,
-    k = int(B * h * w * (1 - ratio)), pass `factor` times their gradient to the decoder features; the loss
-    value is not re-weighted. ratio 0 down-weights nothing.
+    encoder_feats, decoder_feats: per group (B, C, h, w); the encoder side is a fixed target (detached). The
+    loss value is not re-weighted: the weights only steer the gradient (the mining).
     """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"hard-mining ratio must be in [0, 1); got {ratio}")
     total = 0.0
     for en, de in zip(encoder_feats, decoder_feats, strict=True):
         en = en.detach().float()
         de = de.float()
         with torch.no_grad():
             distance = 1 - F.cosine_similarity(en, de, dim=1).unsqueeze(1)  # (B, 1, h, w)
-            k = max(1, int(distance.numel() * (1 - ratio)))
-            threshold = torch.topk(distance.flatten(), k).values[-1]
-            weight = torch.where(distance < threshold, factor, 1.0).to(de.dtype)  # (B, 1, h, w)
+            weight = point_weight(distance).to(de.dtype)  # (B, 1, h, w)
         de = scale_gradient(de, weight)
         total = total + (1 - F.cosine_similarity(en.flatten(1), de.flatten(1), dim=1)).mean()
     return total / len(encoder_feats)
+
+
+def global_cosine_hm(
+    encoder_feats: Sequence[Tensor], decoder_feats: Sequence[Tensor], ratio: float, factor: float = 0.1
+) -> Tensor:
+    """Dinomaly's hard mining (`global_cosine_mined`): the points whose distance is below the k-th largest
+    distance of the whole batch, k = int(B * h * w * (1 - ratio)), pass `factor` times their gradient to the
+    decoder features. ratio 0 down-weights nothing.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"hard-mining ratio must be in [0, 1); got {ratio}")
+
+    def hard(distance: Tensor) -> Tensor:
+        k = max(1, int(distance.numel() * (1 - ratio)))
+        threshold = torch.topk(distance.flatten(), k).values[-1]
+        return torch.where(distance < threshold, factor, 1.0)
+
+    return global_cosine_mined(encoder_feats, decoder_feats, hard)
+
+
+def global_cosine_soft_mining(
+    encoder_feats: Sequence[Tensor], decoder_feats: Sequence[Tensor], power: float = 3.0
+) -> Tensor:
+    """INP-Former's soft mining (official `global_cosine_hm_adaptive`; `global_cosine_mined`): the gradient
+    of each point is re-weighted smoothly instead of by a hard threshold, by (d_p / mean(d)) ** power, the
+    mean over the whole batch: points harder than average get more than their share, easy points almost
+    nothing, with no ratio to schedule.
+    """
+    return global_cosine_mined(encoder_feats, decoder_feats, lambda d: (d / d.mean()) ** power)

@@ -18,13 +18,15 @@ BACKBONES = {  # a small input per family, with an 8 x 8 feature grid and a 3 x 
     "dinov2_vits14_reg": ["protocol.image_size=112"],
 }
 FAMILIES = {"cnn": "effnet_lite0", "vit": "dinov2_vits14_reg"}
-# The encoder families each method is meant to work on; a new method states its own here. All six run on
-# both (Dinomaly's CNN variant and UniAD / DualAD / FeatRec / PatchCore on ViT tokens are this suite's).
+# The encoder families each method is meant to work on; a new method states its own here. All run on both
+# but RD4AD and MambaAD (Dinomaly on a CNN, DinomalyCNN, and UniAD / DualAD / FeatRec / PatchCore / ViTAD on
+# the other family are this suite's).
 WORKS_ON = {
     "dinomaly": ("cnn", "vit"),
     "dualad_he": ("cnn", "vit"),
     "dualad_ho": ("cnn", "vit"),
     "featrec": ("cnn", "vit"),
+    "inpformer": ("cnn", "vit"),  # the CNN variant: this suite's (channel slices of the stages)
     "patchcore": ("cnn", "vit"),
     "mambaad": ("cnn",),
     "rd4ad": ("cnn",),

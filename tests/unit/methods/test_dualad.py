@@ -1,14 +1,17 @@
-"""DualAD: parity with the official model, and training and evaluation through the real configs (its
-blocks, memory, spatial noise, per-level loss and map, MFAA aligner, are tested in tests/unit/nn/)."""
+"""DualAD: parity with the official model, He and Ho, noise, loss and map through the real configs (its
+blocks, memory, spatial noise, per-level loss and map, MFAA aligner, are tested in tests/unit/nn/; the
+end-to-end run in tests/integration/test_method_runs.py)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 
 from tests.conftest import compose_config
 from uad import builders, pipeline
-from uad.methods.dualad import DualAD
+from uad.methods.dualad import DualAD, DualADHe, DualADHo
 from uad.nn.level_error import level_mse_sum
 
 # --- parity: trainable parameters of the official model -------------------------------------------------
@@ -144,14 +147,14 @@ def test_neighbour_mask_can_be_switched_off(tiny_cfg):
     assert model(torch.randn(1, 3, 64, 64))["anomaly_map"].shape == (1, 1, 64, 64)
 
 
+@pytest.mark.parametrize(("method", "cls"), [("dualad_he", DualADHe), ("dualad_ho", DualADHo)])
+def test_the_variant_key_builds_its_subclass_and_a_copy_keeps_it(method, cls, tiny_cfg):
+    model = _tiny_model(tiny_cfg, method)
+    assert type(model) is cls and type(copy.deepcopy(model)) is cls
+    assert ("memories" in dict(model.named_children())) == (cls is DualADHe)
+    assert ("pos_proj" in dict(model.named_children())) == (cls is DualADHo)
+
+
 def test_unknown_variant_is_refused_with_the_key(tiny_cfg):
     with pytest.raises(Exception, match=r"method\.model\.variant 'xx' is not one of"):
         _tiny_model(tiny_cfg, "dualad_he", "method.model.variant=xx")
-
-
-@pytest.mark.parametrize("method", ["dualad_he", "dualad_ho"])
-def test_train_and_evaluate_on_synthetic(method, tiny_cfg):
-    results = pipeline.run(tiny_cfg(f"method={method}", *TINY_DUALAD))
-    assert set(results["per_class"]) == {"weave", "nut", "pill"}
-    assert results["run"]["method"] == method and results["protocol"]["name"] == "dualad224"
-    assert all(0.0 <= v <= 1.0 for v in results["mean"].values() if v is not None)

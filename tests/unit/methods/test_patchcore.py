@@ -1,6 +1,6 @@
 """PatchCore against brute force written from the paper's definitions: 3x3 neighbourhood aggregation,
 greedy k-center coreset, nearest-neighbour distance to the image's own class bank; and the one-pass fit
-through the Lightning module and the pipeline (bank in the checkpoint, no optimiser)."""
+through the Lightning module (through the pipeline: tests/integration/test_method_runs.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import compose_config
-from uad import builders, pipeline
-from uad.checkpoint import load_module
+from uad import builders
 from uad.methods.patchcore import (
     PatchCore,
     greedy_coreset,
@@ -140,18 +139,3 @@ def test_the_map_is_the_upsampled_patch_map_blurred_with_sigma_4():
     kernel = torch.outer(g, g) / torch.outer(g, g).sum()  # sigma 4, radius 16: 33 x 33
     expected = F.conv2d(F.pad(upsampled, (16,) * 4, mode="reflect"), kernel[None, None])
     torch.testing.assert_close(output.anomaly_map, expected)
-
-
-@pytest.mark.slow
-def test_fit_is_one_pass_without_optimiser_and_the_checkpoint_carries_the_banks(tiny_cfg):
-    cfg = tiny_cfg("method=patchcore", "trainer.max_epochs=3")
-    results = pipeline.run(cfg)
-    assert results["mean"]["I-AUROC"] is not None
-    checkpoint = pipeline.Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    module, _ = load_module(checkpoint)
-    saved = torch.load(checkpoint, weights_only=False)  # re-saved by the threshold calibration at the end
-    assert saved["global_step"] == 0 and saved["epoch"] <= 1  # one fitting pass of the three asked
-    assert saved["uad"]["thresholds"]  # no optimiser step; the fit's checkpoint got the calibration
-    assert module.net.bank_class.unique().tolist() == [0, 1, 2]  # weave, nut, pill
-    images = torch.randn(2, 3, 64, 64)
-    assert torch.isfinite(module.net(images, torch.tensor([0, 2])).anomaly_map).all()

@@ -3,6 +3,8 @@ CosLoss and cal_anomaly_map, written out here), the CNN variant's channel slices
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from tests.conftest import compose_config
 from uad import builders
 from uad.encoders import Encoder, get_spec
-from uad.methods.vitad import ViTAD
+from uad.methods.vitad import ViTAD, ViTADCNN
 
 # ADer's ViTAD on ViT-S/16 at 256 px (zhangzjn/ADer @ 902937a, model/vitad.py, vitad_256_100e.py), counted
 # from its classes: Fusion Linear(384, 384) = 147,840; the student's pos_embed 256 x 384 = 98,304 and 9 timm
@@ -61,6 +63,7 @@ def test_students_pair_deepest_with_the_shallowest_teacher(vit):
 
 def test_cnn_variant_compares_channel_slices_of_the_stages():
     net = _tiny("effnet_lite0")
+    assert type(net) is ViTADCNN and type(copy.deepcopy(net)) is ViTADCNN
     assert net.encoder.taps == (1, 2, 3) and net.slices == [(0, 24), (24, 64), (64, 176)]
     out = net(torch.randn(2, 3, 64, 64))
     assert [t.shape[1] for t in out["teachers"]] == [24, 40, 112] == [s.shape[1] for s in out["students"]]

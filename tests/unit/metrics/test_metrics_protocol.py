@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from bench.synthetic_maps import blob_data
 from tests.conftest import compose_config
-from uad import builders, pipeline
+from uad import builders
 from uad.callbacks.evaluation import Evaluator
 from uad.data.transforms import InputTransform
+from uad.encoders import Encoder
+from uad.errors import ConfigError
+from uad.inference import Scorer
+from uad.methods.patchcore import PatchCore
 from uad.metrics import METRIC_NAMES, EvalProtocol, compute_metrics
 from uad.metrics.records import EvalRecords
 from uad.results import Results, merge_results
@@ -31,31 +34,6 @@ def test_bad_metric_keys_are_named():
 def test_every_preset_is_exact_and_float32_by_default(preset):
     protocol = builders.build_protocol(compose_config([f"protocol={preset}"]))
     assert protocol.pixel_bins is None and protocol.map_dtype == "float32"
-
-
-def test_binned_half_precision_run_records_its_protocol(tiny_cfg):
-    results = pipeline.run(tiny_cfg("protocol.pixel_bins=4096", "protocol.map_dtype=float16"))
-    assert results["protocol"]["pixel_bins"] == 4096 and results["protocol"]["map_dtype"] == "float16"
-    assert all(math.isfinite(v) for v in results["mean"].values())
-    assert "sample_level" not in results["extra"]  # the synthetic data has no multi-view samples
-
-
-def test_real_iad_runs_report_sample_level_metrics(tmp_path):
-    """A miniature Real-IAD tree (tests/data_trees.py): views share sample keys, so the results carry
-    S-AUROC, S-AP and S-F1max per class and their mean."""
-    from tests.helpers.data_trees import realiad_tree
-
-    root = realiad_tree(tmp_path / "realiad")
-    cfg = compose_config(
-        ["debug=tiny", "dataset=realiad", f"dataset.root={root}", "dataset.images=realiad_256"],
-        output_dir=tmp_path / "run",
-        data_dir=tmp_path / "data",
-    )
-    results = pipeline.run(cfg)
-    sample_level = results["extra"]["sample_level"]
-    assert set(sample_level["per_class"]) == {"audiojack"}
-    assert set(sample_level["mean"]) == {"S-AUROC", "S-AP", "S-F1max"}
-    assert all(0.0 <= v <= 1.0 for v in sample_level["mean"].values())
 
 
 # -- the papers' reporting rules as protocol keys: AUPRO@200 beside AUPRO, UniAD's AUROC flip ---------
@@ -138,3 +116,25 @@ def test_separate_runs_join_their_flipped_lists():
     flips = [{"class": c, "metric": "I-AUROC", "raw": 0.4, "reported": 0.6} for c in ("a", "b")]
     parts = [Results({c: {"I-AUROC": 0.6}}, {}, extra={"flipped_auroc": [f]}) for c, f in zip("ab", flips)]
     assert merge_results(parts).extra["flipped_auroc"] == flips
+
+
+# -- the map the protocol evaluates: the network's own, or another it names ----------------------------
+
+
+def test_map_name_chooses_among_the_networks_maps_and_an_unknown_name_lists_them():
+    net = PatchCore(Encoder("effnet_lite0", pretrained=False, input_size=64), coreset_ratio=0.5).eval()
+    with torch.no_grad():
+        net.fit(net.extract(torch.randn(2, 3, 64, 64)), torch.tensor([0, 0]))
+        output = net(torch.randn(2, 3, 64, 64), torch.tensor([0, 0]))
+    assert sorted(output.maps()) == ["anomaly_map", "patch_map"]  # the (B, 1, h, w) ones, not "patches"
+    own, patch = EvalProtocol(InputTransform(64)), EvalProtocol(InputTransform(64), map_name="patch_map")
+    assert own.chosen_map(output.maps()) is output.anomaly_map
+    assert patch.chosen_map(output.maps()) is output["patch_map"]
+    images, classes = torch.randn(2, 3, 64, 64), torch.tensor([0, 0])
+    with torch.no_grad():
+        maps, _ = Scorer(net, patch)(images, classes)
+        expected = patch.maps_for_eval(net(images, classes)["patch_map"])  # bilinear up to 64, no blur
+        assert not torch.allclose(maps, Scorer(net, own)(images, classes)[0])
+    torch.testing.assert_close(maps, expected)
+    with pytest.raises(ConfigError, match=r"protocol\.map_name 'nope'.*\['anomaly_map', 'patch_map'\]"):
+        EvalProtocol(InputTransform(64), map_name="nope").chosen_map(output.maps())

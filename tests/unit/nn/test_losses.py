@@ -1,4 +1,5 @@
-"""Dinomaly's loose reconstruction loss (uad.nn.losses) against a hand-computed example."""
+"""Dinomaly's loose reconstruction loss and INP-Former's soft mining (uad.nn.losses) against a hand-computed
+example."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from uad.nn.losses import global_cosine_hm, hard_mining_ratio, scale_gradient
+from uad.nn.losses import global_cosine_hm, global_cosine_soft_mining, hard_mining_ratio, scale_gradient
 
 # One image, two channels, a 1 x 4 grid. The encoder is (1, 0) everywhere; the decoder points are
 # (1, 0), (1, 1), (0, 1), (-1, 0): point distances 1 - cos = 0, 1 - 1/sqrt2, 1, 2.
@@ -78,3 +79,20 @@ def test_mining_ratio_ramps_linearly_then_holds():
     assert hard_mining_ratio(7000) == pytest.approx(0.9)
     with pytest.raises(ValueError, match="hard-mining ratio"):
         global_cosine_hm([EN], [DE], ratio=1.0)
+
+
+def test_soft_mining_keeps_the_value_and_weights_each_gradient_by_its_relative_distance_cubed():
+    # distances 0, 1 - 1/sqrt2, 1, 2 (mean 0.8232...): weights (d / mean) ** 3, the hardest point 14.3
+    de = DE.clone().requires_grad_(True)
+    loss = global_cosine_soft_mining([EN], [de], power=3.0)
+    assert loss.item() == pytest.approx(1 - 1 / (2 * math.sqrt(5)), abs=1e-6)
+    loss.backward()
+    distance = torch.tensor([0.0, 1 - 1 / math.sqrt(2), 1.0, 2.0], dtype=torch.float64)
+    weight = ((distance / distance.mean()) ** 3).view(1, 1, 1, 4)
+    torch.testing.assert_close(de.grad, _hand_gradient() * weight, rtol=1e-5, atol=1e-7)
+
+
+def test_soft_mining_power_zero_is_the_plain_global_cosine_gradient():
+    de = DE.clone().requires_grad_(True)
+    global_cosine_soft_mining([EN, EN], [de, de], power=0.0).backward()
+    torch.testing.assert_close(de.grad, _hand_gradient(), rtol=1e-5, atol=1e-7)

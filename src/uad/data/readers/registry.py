@@ -7,9 +7,11 @@ compares what was read with the official numbers (`../shared/reference/data_metr
 
 from __future__ import annotations
 
+import csv
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,6 +56,18 @@ class Reader:
 
 
 READERS: dict[str, Reader] = {}
+SPLIT_COUNTS = "split_counts.csv"  # beside this file: every data set's official counts, with their sources
+
+
+def official_counts(dataset: str) -> dict[str, tuple[int, int, int]]:
+    """{class: (train good, test good, test defective)} of `dataset`'s official split, from SPLIT_COUNTS."""
+    lines = resources.files(__package__).joinpath(SPLIT_COUNTS).read_text().splitlines()
+    rows = csv.DictReader(line for line in lines if not line.startswith("#"))
+    return {
+        row["class"]: (int(row["train"]), int(row["test_good"]), int(row["test_defective"]))
+        for row in rows
+        if row["dataset"] == dataset
+    }
 
 
 def reader(

@@ -6,7 +6,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from uad.data.readers.registry import Catalog, Splits, reader
+from uad.data.readers.registry import Catalog, Splits, official_counts, reader
 from uad.data.samples import (
     MVTEC_LAYOUT,
     read_tree_split,
@@ -17,32 +17,8 @@ from uad.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-MVTEC_COUNTS = {
-    "bottle": (209, 20, 63),
-    "cable": (224, 58, 92),
-    "capsule": (219, 23, 109),
-    "carpet": (280, 28, 89),
-    "grid": (264, 21, 57),
-    "hazelnut": (391, 40, 70),
-    "leather": (245, 32, 92),
-    "metal_nut": (220, 22, 93),
-    "pill": (267, 26, 141),
-    "screw": (320, 41, 119),
-    "tile": (230, 33, 84),
-    "toothbrush": (60, 12, 30),
-    "transistor": (213, 60, 40),
-    "wood": (247, 19, 60),
-    "zipper": (240, 32, 119),
-}  # zhiyuanyou/UniAD:data/MVTec-AD/{train,test}.json: 3,629 train / 467 good + 1,258 defective test
-
-MPDD_COUNTS = {
-    "bracket_black": (289, 32, 47),
-    "bracket_brown": (185, 26, 51),
-    "bracket_white": (110, 30, 30),
-    "connector": (128, 30, 14),
-    "metal_plate": (54, 26, 71),
-    "tubes": (122, 32, 69),
-}  # boschresearch/defect-aware-prompt-optimization:data/mpdd/meta.json: 888 / 176 + 282
+MVTEC_COUNTS = official_counts("mvtec")  # 3,629 train / 467 good + 1,258 defective test
+MPDD_COUNTS = official_counts("mpdd")  # 888 / 176 + 282
 
 
 def tree_catalog(root: Path, classes: list[str], **kwargs: Any) -> Catalog:

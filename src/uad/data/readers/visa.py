@@ -6,7 +6,7 @@ import csv
 from functools import partial
 from pathlib import Path
 
-from uad.data.readers.registry import Catalog, Splits, reader
+from uad.data.readers.registry import Catalog, Splits, official_counts, reader
 from uad.data.readers.tree import tree_catalog
 from uad.data.samples import (
     DatasetLayoutError,
@@ -18,20 +18,7 @@ from uad.utils.logging import get_logger
 log = get_logger(__name__)
 
 
-VISA_COUNTS = {
-    "candle": (900, 100, 100),
-    "capsules": (542, 60, 100),
-    "cashew": (450, 50, 100),
-    "chewinggum": (453, 50, 100),
-    "fryum": (450, 50, 100),
-    "macaroni1": (900, 100, 100),
-    "macaroni2": (900, 100, 100),
-    "pcb1": (904, 100, 100),
-    "pcb2": (901, 100, 100),
-    "pcb3": (905, 101, 100),
-    "pcb4": (904, 101, 100),
-    "pipe_fryum": (450, 50, 100),
-}  # amazon-science/spot-diff:split_csv/1cls.csv: 8,659 train / 962 good + 1,200 defective test
+VISA_COUNTS = official_counts("visa")  # 8,659 train / 962 good + 1,200 defective test
 
 VISA_LAYOUT = """\
   raw (as published):  <root>/<class>/Data/Images/{Normal,Anomaly}/<id>.JPG
