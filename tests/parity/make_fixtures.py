@@ -90,6 +90,12 @@ PROTOCOLS = {
 }
 # the framework MambaAD's model file plugs into
 ADER = ("zhangzjn/ADer", "902937a7ed7fa7689674a4ac9b8fe9a72a40c402")
+MAMBAAD_SIZE = 256  # MambaAD's recipe input side
+# MambaAD's gradients and optimiser steps are recorded at 128 px: autograd through selective_scan_ref's
+# per-step indexing costs time quadratic in the scan length (each step's backward writes a zero tensor the
+# size of the whole (d, L, 16) state), measured 104 CPU-s for ONE scan of L = 1,024 over 1,024 channels and
+# hours for the 16 scans of a 256 px backward (L up to 4,096); at 128 px the longest scan is L = 1,024.
+MAMBAAD_TRAINING_SIZE = 128
 # Dinomaly's sizes as dinomaly_mvtec_uni.py sets them per encoder: (DINOv2 constructor, width, heads, taps).
 # ViT-L differs in depth (24) and in the tapped blocks; the two fused groups are the same halves.
 DINOMALY_SIZES = {
@@ -650,11 +656,11 @@ def vitad(official: Path, backbone: str) -> dict:
 
 
 def _reference_scan(mamba_ssm: Path | None) -> None:
-    """Make mamba_ssm's `selective_scan_fn` its pure-PyTorch `selective_scan_ref` (under activation
-    checkpointing), before the official model file imports it. Without an installed package, the package's
-    modules are read from the sdist at `mamba_ssm` without running its __init__ (which imports the language
-    models) and with an empty stand-in for the compiled `selective_scan_cuda`, which the reference never
-    calls."""
+    """Make mamba_ssm's `selective_scan_fn` its pure-PyTorch `selective_scan_ref` (per channel group, under
+    activation checkpointing: `_scan_per_group`), before the official model file imports it. Without an
+    installed package, the package's modules are read from the sdist at `mamba_ssm` without running its
+    __init__ (which imports the language models) and with an empty stand-in for the compiled
+    `selective_scan_cuda`, which the reference never calls."""
     try:
         import mamba_ssm.ops.selective_scan_interface as interface
     except ImportError:
@@ -667,15 +673,52 @@ def _reference_scan(mamba_ssm: Path | None) -> None:
         sys.modules["mamba_ssm"] = package
         sys.modules.setdefault("selective_scan_cuda", types.ModuleType("selective_scan_cuda"))
         import mamba_ssm.ops.selective_scan_interface as interface
-    reference = interface.selective_scan_ref
-    # the same function, recomputed in the backward pass: its 4,096-step autograd graphs would hold ~1 GB
-    # per call (gigabytes per forward pass), more than a shared CPU machine has
-    interface.selective_scan_fn = partial(torch.utils.checkpoint.checkpoint, reference, use_reentrant=False)
+    interface.selective_scan_fn = partial(_scan_per_group, interface.selective_scan_ref)
 
 
-def mambaad_model(official: Path, ader: Path, mamba_ssm: Path | None) -> torch.nn.Module:
+def _scan_per_group(
+    reference: Any,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> torch.Tensor:
+    """`reference` (selective_scan_ref) called once per group of channels that share B and C (SS2D: one per
+    scan direction) and concatenated: the scan treats every channel on its own, so the outputs and gradients
+    are the same (checked bit-equal at L = 64, 256 channels, 8 groups), but autograd through the reference's
+    per-step indexing writes a zero tensor of the call's whole (d, L, 16) state per step, which fits the
+    cache for one group and not for eight (L = 1,024, 1,024 channels: 17 CPU-s for fwd + bwd instead of
+    104). Each call is recomputed in the backward pass (activation checkpointing): its L-step autograd graph
+    would hold ~1 GB per call, more than a shared CPU machine has."""
+    assert z is None and not return_last_state and B.dim() == 4 and C.dim() == 4  # what SS2D passes
+    groups = B.shape[1]
+    width = u.shape[1] // groups
+    parts = []
+    for g in range(groups):
+        ch = slice(g * width, (g + 1) * width)
+        args = (u[:, ch], delta[:, ch], A[ch], B[:, g : g + 1], C[:, g : g + 1], None if D is None else D[ch])
+        bias = None if delta_bias is None else delta_bias[ch]
+        parts.append(
+            torch.utils.checkpoint.checkpoint(
+                reference, *args, delta_bias=bias, delta_softplus=delta_softplus, use_reentrant=False
+            )
+        )
+    return torch.cat(parts, dim=1)
+
+
+def mambaad_model(
+    official: Path, ader: Path, mamba_ssm: Path | None, size: int = MAMBAAD_SIZE
+) -> torch.nn.Module:
     """The official MAMBAAD as configs/mambaad/mambaad_mvtec.py builds it (timm ResNet-34 layers 1-3, decoder
-    depths [3, 4, 6, 3], Hilbert scans in 8 directions), unfilled, with the reference selective scan."""
+    depths [3, 4, 6, 3], Hilbert scans in 8 directions), unfilled, with the reference selective scan, for
+    `size` px inputs. MambaUPNet builds each block's scan table (HSCANS) for a 256 px input (`size=8 * 2 **
+    i_layer`); at another size every table is rebuilt by the official HSCANS for the side its block sees."""
     _reference_scan(mamba_ssm)
     sys.path.insert(0, str(ader))
     # ADer's registry of timm models (`model` globs model/*.py in the cwd: none here)
@@ -692,6 +735,12 @@ def mambaad_model(official: Path, ader: Path, mamba_ssm: Path | None) -> torch.n
     )
     model = module.MAMBAAD(model_t, dict(depths_decoder=[3, 4, 6, 3], scan_type="hilbert", num_direction=8))
     model.scan_class = module.HSCANS
+    if size != MAMBAAD_SIZE:
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, module.HSCANS):
+                    side = math.isqrt(child.index_flat.numel()) * size // MAMBAAD_SIZE
+                    setattr(parent, name, module.HSCANS(size=side, scan_type="hilbert"))
     return model
 
 
@@ -703,15 +752,15 @@ def _ader_optim_names() -> None:
         setattr(module, cls, getattr(module, cls, None))
 
 
-def _ader_input(names: list[str]) -> torch.Tensor:
+def _ader_input(names: list[str], size: int = MAMBAAD_SIZE) -> torch.Tensor:
     """ADer's test transform of configs/benchmark/mambaad/mambaad_256_100e.py on PIL RGB images: torchvision
-    Resize((256, 256)) bilinear, CenterCrop(256), ToTensor, Normalize(ImageNet)."""
+    Resize((size, size)) bilinear, CenterCrop(size), ToTensor, Normalize(ImageNet); the recipe's size 256."""
     import torchvision.transforms as T
 
     transform = T.Compose(
         [
-            T.Resize((256, 256), interpolation=T.InterpolationMode.BILINEAR),
-            T.CenterCrop((256, 256)),
+            T.Resize((size, size), interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop((size, size)),
             T.ToTensor(),
             T.Normalize(MEAN, STD),
         ]
@@ -719,24 +768,33 @@ def _ader_input(names: list[str]) -> torch.Tensor:
     return torch.stack([transform(Image.open(REALDATA / name).convert("RGB")) for name in names])
 
 
+def scan_indices(model: torch.nn.Module, rebuild: dict) -> dict:
+    """MambaAD's scan tables (the integer tensors `fill` leaves out of the shapes): their keys, and each
+    table's values by the map size it is for (every block of a stage holds the same ones)."""
+    state = model.state_dict()
+    keys = [k for k in state if k not in rebuild["shapes"]]
+    by_length: dict[str, dict] = {str(state[k].numel()): {} for k in keys}
+    for key in keys:
+        by_length[str(state[key].numel())][key.rsplit(".", 1)[1]] = state[key].flatten().tolist()
+    return {"keys": keys, "by_length": by_length}
+
+
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {k: p for k, p in model.named_parameters() if p.requires_grad and not k.startswith("net_t.")}
 
 
 def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -> dict:
-    """MambaAD with the official MVTec model at 256 px: features, reconstruction, ADer's anomaly map (mean
-    of per-level 1 - cos, Gaussian sigma 4) and image score (its max), the L2Loss x 5 and the gradient norm
-    of every trainable tensor on one image (eval mode), the parameter counts, the scan orders."""
+    """MambaAD with the official MVTec model at 256 px, one image in eval mode, no gradients: features,
+    one-class embedding, reconstruction, ADer's anomaly map (mean of per-level 1 - cos, Gaussian sigma 4) and
+    image score (its max), the L2Loss x 5, the parameter counts, the scan orders. Gradients: mambaad_training
+    (128 px, see MAMBAAD_TRAINING_SIZE)."""
     model = mambaad_model(official, ader, mamba_ssm)  # puts ADer on sys.path
     from loss.base_loss import L2Loss
     from util.metric import Evaluator
 
     rebuild = fill(model)
     state = model.state_dict()
-    scan_keys = [k for k in state if k not in rebuild["shapes"]]
-    scans = {str(state[k].numel()): {} for k in scan_keys}
-    for key in scan_keys:
-        scans[str(state[key].numel())][key.rsplit(".", 1)[1]] = state[key].flatten().tolist()
+    indices = scan_indices(model, rebuild)
     # every scan order of the official HSCANS at two sizes: sequence step -> row-major map position
     orders = {
         scan: {side: model.scan_class(side, scan_type=scan).index_flat.flatten().tolist() for side in (4, 8)}
@@ -746,22 +804,20 @@ def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -
     counts = {
         "trainable": sum(p.numel() for p in trainable.values()),
         "frozen_encoder": sum(p.numel() for k, p in model.named_parameters() if k.startswith("net_t.")),
-        "scan_indices": sum(state[k].numel() for k in scan_keys),
+        "scan_indices": sum(state[k].numel() for k in indices["keys"]),
     }
     embedded = {}
     model.mff_oce.register_forward_hook(lambda m, i, o: embedded.setdefault("embedding", o.detach()))
 
     model.eval()
     image = _ader_input([IMAGE])  # (1, 3, 256, 256)
-    feats_t, feats_s = model(image)
-    criterion = L2Loss(lam=5.0)
-    loss = criterion(feats_t, feats_s)
     with torch.no_grad():
+        feats_t, feats_s = model(image)
+        loss = L2Loss(lam=5.0)(feats_t, feats_s)
         raw, _ = Evaluator.cal_anomaly_map(feats_t, feats_s, [256, 256], uni_am=False, amap_mode="add")
         smoothed, _ = Evaluator.cal_anomaly_map(
             feats_t, feats_s, [256, 256], uni_am=False, amap_mode="add", gaussian_sigma=4
         )
-    grads = grad_norms(loss, model, list(trainable))
     outputs = {
         "levels": [summary(f) for f in feats_t],
         "embedding": summary(embedded["embedding"]),
@@ -770,14 +826,14 @@ def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -
         "eval_map": summary(torch.from_numpy(smoothed)),
         "image_score": float(smoothed.max(axis=(1, 2))[0]),
         "loss": loss.item(),
-        "grad_norms": grads,
     }
 
     return {
         "config": {"method": "mambaad", "backbone": "res34", "protocol": PROTOCOLS["mambaad"]},
         "ader": {"repo": ADER[0], "commit": ADER[1]},
+        "image_size": MAMBAAD_SIZE,
         **rebuild,
-        "scan_indices": {"keys": scan_keys, "by_length": scans},
+        "scan_indices": indices,
         "scan_orders": orders,
         "parameter_counts": counts,
         "input": summary(image),
@@ -787,10 +843,13 @@ def mambaad(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -
 
 def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path | None) -> dict:
     """Three steps of the ADer recipe (AdamW lr 0.005, weight decay 1e-4 but not on 1-D tensors and biases,
-    gradient norm clipped at 5) on the seeded official MambaAD, in train mode on one training image with the
-    drop-path rate set to 0 (stochastic depth draws random numbers that no other program can replay): the
-    losses and the parameters after them. Its own fixture, so that it can be made beside `mambaad`."""
-    model = mambaad_model(official, ader, mamba_ssm)
+    gradient norm clipped at 5) on the seeded official MambaAD, in train mode on one training image at 128 px
+    (MAMBAAD_TRAINING_SIZE says why) with the drop-path rate set to 0 (stochastic depth draws random numbers
+    that no other program can replay): the first step's loss gradient norm of every trainable tensor (before
+    clipping), the losses, and the parameters after the first step and after the third. Its own fixture, so
+    that it can be made beside `mambaad`."""
+    size = MAMBAAD_TRAINING_SIZE
+    model = mambaad_model(official, ader, mamba_ssm, size)
     _ader_optim_names()
     from loss.base_loss import L2Loss
     from optim import get_optim
@@ -806,23 +865,30 @@ def mambaad_training(official: Path, backbone: str, ader: Path, mamba_ssm: Path 
         dict(name="adamw", betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-4, amsgrad=False), model, lr=0.005
     )
     criterion = L2Loss(lam=5.0)
-    batch = _ader_input([TRAIN_IMAGE])
-    losses = []
+    batch = _ader_input([TRAIN_IMAGE], size)
+    trainable = _trainable(model)
+    losses, grads, first = [], {}, {}
     for _ in range(3):
         optimizer.zero_grad()
         feats_t, feats_s = model(batch)
         step_loss = criterion(feats_t, feats_s)
         step_loss.backward()
+        grads = grads or {k: p.grad.norm().item() for k, p in trainable.items()}
         dispatch_clip_grad(model.parameters(), value=5.0)
         optimizer.step()
+        first = first or {k: summary(p, samples=8) for k, p in trainable.items()}
         losses.append(step_loss.item())
+        print(f"step {len(losses)}: loss {losses[-1]:.6g}", flush=True)
     return {
         "config": {"method": "mambaad", "backbone": "res34", "protocol": PROTOCOLS["mambaad"]},
         "ader": {"repo": ADER[0], "commit": ADER[1]},
+        "image_size": size,
         "images": [TRAIN_IMAGE],
         "input": summary(batch),
         "losses": losses,
-        "parameters": {k: summary(p, samples=8) for k, p in _trainable(model).items()},
+        "grad_norms": grads,
+        "parameters_after_first_step": first,
+        "parameters": {k: summary(p, samples=8) for k, p in trainable.items()},
     }
 
 

@@ -70,14 +70,17 @@ from tests.parity.make_fixtures import (  # noqa: E402
     fill,
     helper_model,
     inpformer_model,
+    mambaad_model,
     official_config,
+    scan_indices,
     stubbed_modules,
     vitad_model,
 )
 
 # The methods whose official test pipeline this script runs (no Ho config is released), their backbones.
 BACKBONES = {
-    method: BACKBONES[method] for method in ("dinomaly", "uniad", "dualad_he", "rd4ad", "vitad", "inpformer")
+    method: BACKBONES[method]
+    for method in ("dinomaly", "uniad", "dualad_he", "rd4ad", "vitad", "mambaad", "inpformer")
 }
 SCORE_TOL, AUROC_TOL = 1e-3, 1e-4  # issue 15: scores within 1e-3 of their spread, AUROCs within 1e-4
 
@@ -119,7 +122,7 @@ def save_official(method: str, model: torch.nn.Module, path: Path, config: Any =
         torch.save({"bn": model.bn.state_dict(), "decoder": model.decoder.state_dict()}, path)
         torch.save(model.encoder.state_dict(), rd4ad_encoder_file(path))
         return
-    if method == "vitad":  # ADer's BaseTrainer.save_checkpoint: ckpt.pth, the state dict under `net`
+    if method in ("vitad", "mambaad"):  # ADer's BaseTrainer.save_checkpoint: ckpt.pth, state dict at `net`
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=1e-4)
         torch.save({"net": state, "optimizer": optimizer.state_dict(), "iter": 1, "epoch": 1}, path)
@@ -321,10 +324,13 @@ def _ader_root(data: Path, classes: list[str], tmp: Path) -> Path:
     return root
 
 
-def run_vitad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[list, dict]:
-    """ViTADTrainer.test on one process: DefaultAD with the recipe's test and target transforms, batches of 8
-    in order, cal_anomaly_map(..., amap_mode='add', gaussian_sigma=4), masks > 0.5, then Evaluator.run per
-    class with pooling_ks [16, 16] for mAUROC_sp_max and mAUROC_px."""
+def run_ader(
+    model: torch.nn.Module, data: Path, classes: list[str], batch_size: int, pooling_ks: list[int] | None
+) -> tuple[list, dict]:
+    """ADer's ViTADTrainer.test and MambaADTrainer.test (the same steps) on one process: DefaultAD with the
+    recipe's test and target transforms, batches of `batch_size` in order, cal_anomaly_map(...,
+    amap_mode='add', gaussian_sigma=4), masks > 0.5, then Evaluator.run per class with the recipe's
+    `pooling_ks` (ViTAD [16, 16], MambaAD None: the map's max) for mAUROC_sp_max and mAUROC_px."""
     import torchvision.transforms.functional as TF
     import util.metric as metric
     from data.ad_dataset import DefaultAD
@@ -356,7 +362,7 @@ def run_vitad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[l
             transform=get_transforms(cfg, False, image_steps),
             target_transform=get_transforms(cfg, False, [*image_steps[:3]]),
         )
-        loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=False, num_workers=0)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
         masks, maps, names, anomalies, paths = [], [], [], [], []
         with torch.no_grad():
             for batch in loader:
@@ -373,7 +379,7 @@ def run_vitad(model: torch.nn.Module, data: Path, classes: list[str]) -> tuple[l
                 paths += [relative(Path(p).resolve(), data) for p in batch["img_path"]]
         results = {"imgs_masks": masks, "anomaly_maps": maps, "cls_names": names, "anomalys": anomalies}
         results = {k: np.concatenate(v, axis=0) for k, v in results.items()}
-        evaluator = metric.Evaluator(["mAUROC_sp_max", "mAUROC_px"], pooling_ks=[16, 16], use_adeval=False)
+        evaluator = metric.Evaluator(["mAUROC_sp_max", "mAUROC_px"], pooling_ks=pooling_ks, use_adeval=False)
         images, per_class = [], {}
         for cls in classes:
             out = evaluator.run(results, cls)
@@ -402,6 +408,9 @@ def official_side(args: argparse.Namespace) -> dict:
     elif args.method == "vitad":
         ader_imports()
         model = vitad_model()
+    elif args.method == "mambaad":
+        ader_imports()
+        model = mambaad_model(official, args.ader.resolve(), args.mamba_ssm)
     else:
         config = official_config(official)
         model = helper_model(config)
@@ -420,8 +429,10 @@ def official_side(args: argparse.Namespace) -> dict:
             images, per_class = run_uniad(model, config, args.data, classes)
         elif args.method == "rd4ad":
             images, per_class = run_rd4ad(model, args.data, classes)
-        elif args.method == "vitad":
-            images, per_class = run_vitad(model, args.data, classes)
+        elif args.method == "vitad":  # vitad_256_100e: batch_test_per 8, pooling_ks [16, 16]
+            images, per_class = run_ader(model, args.data, classes, 8, [16, 16])
+        elif args.method == "mambaad":  # mambaad_256_100e: batch_test_per 16, pooling_ks None
+            images, per_class = run_ader(model, args.data, classes, 16, None)
         else:
             images, per_class = run_dualad(model, config, args.data, classes)
     seconds = {"wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
@@ -435,6 +446,7 @@ def official_side(args: argparse.Namespace) -> dict:
         "per_class": per_class,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         **rebuild,
+        **({"scan_indices": scan_indices(model, rebuild)} if args.method == "mambaad" else {}),
     }
 
 
@@ -480,6 +492,8 @@ def main() -> None:
     run.add_argument("--classes", nargs="*", help="default: every class of --data")
     run.add_argument("--checkpoint", type=Path, required=True, help="where the official-layout file goes")
     run.add_argument("--out", type=Path, required=True, help="the numbers (JSON)")
+    run.add_argument("--ader", type=Path, help="MambaAD: checkout of the ADer framework")
+    run.add_argument("--mamba-ssm", type=Path, help="MambaAD: unpacked mamba-ssm sdist, if not installed")
     cmp = commands.add_parser("compare", help="our mode=eval run folder against an `official` record")
     cmp.add_argument("--official-json", type=Path, required=True)
     cmp.add_argument("--ours", type=Path, required=True, help="the mode=eval run folder")

@@ -17,9 +17,11 @@ official code lewandofskee/MambaAD and ADer's `model/mambaad.py`).
   of the three encoder levels.
 - **Loss** (as the official code trains, `L2Loss` with weight 5): the sum over levels of 5 x the mean
   squared error between encoder and decoder features.
-- **Anomaly map**: the mean over levels of 1 - cos(encoder, decoder) over channels, each upsampled
-  bilinearly (align_corners=True) to the input; the protocol (`protocol=mambaad`) smooths it with a
-  Gaussian (sigma 4) and scores an image by the map's maximum.
+- **Anomaly map**: the sum over levels of 1 - cos(encoder, decoder) over channels, each upsampled
+  bilinearly (align_corners=True) to the input, divided by L^2 = 9 as ADer's evaluator does (its 'add' mode
+  divides by the number of levels times the sum of their unit weights: a constant factor, kept so that maps
+  and scores equal the official ones); the protocol (`protocol=mambaad256`) smooths it with a Gaussian
+  (sigma 4) and scores an image by the map's maximum.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 from uad.encoders import Encoder, EncoderSpec
 from uad.errors import UserError
 from uad.methods.base import AnomalyNet, Features, NetOutput
+from uad.nn.level_cosine import level_cosine_maps
 from uad.nn.ss2d import HSSBlock
 
 
@@ -242,16 +245,9 @@ class MambaAD(AnomalyNet):
             x = stage(x)  # (B, 2^i h, 2^i w, dims[i])
             if i > 0:
                 decoded.insert(0, x.permute(0, 3, 1, 2))  # shallowest first, as `levels`
-        distances = [
-            F.interpolate(
-                1 - F.cosine_similarity(level, rec.float(), dim=1)[:, None],  # (B, 1, H_l, W_l)
-                size=size,
-                mode="bilinear",
-                align_corners=True,
-            )
-            for level, rec in zip(levels, decoded, strict=True)
-        ]
-        anomaly_map = torch.stack(distances).mean(0)  # (B, 1, H, W)
+        distances = level_cosine_maps(levels, [rec.float() for rec in decoded], size)  # (B, L, H, W)
+        # ADer's cal_anomaly_map (amap_mode 'add') divides the level sum by L x sum(weights) = L^2
+        anomaly_map = distances.sum(1, keepdim=True) / distances.shape[1] ** 2  # (B, 1, H, W)
         return NetOutput(anomaly_map, {"levels": levels, "embedding": embedding, "decoded": decoded})
 
     def loss(self, output: NetOutput, step: int = 0) -> Tensor:

@@ -21,7 +21,7 @@ from uad.metrics.functional import FPR_RESCALES
 SCORE_RULES = ("net", "max", "avgpool_max", "topk_mean")
 SMOOTHING_PADDINGS = ("zeros", "symmetric")
 LABEL_RULES = ("folder", "mask")
-MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16, "float64": torch.float64}
 INPUT_KEYS = frozenset(f.name for f in fields(InputTransform))
 
 
@@ -98,7 +98,10 @@ class EvalProtocol:
     pixel_bins: None = exact pixel metrics; an int = rank-space binned pixel metrics with about that many
     bins (within 1e-3 of exact; for Real-IAD-size classes).
     map_dtype: the dtype evaluation maps are kept in on the CPU until the metrics are computed: float32
-    (exact) or float16 (half the memory; rounds the maps, moving P-AP / P-F1max by ~1e-4).
+    (exact) or float16 (half the memory; rounds the maps, moving P-AP / P-F1max by ~1e-4); float64 also
+    resizes, smooths and scores them in float64, as code whose maps are numpy float64 does (RD4AD's
+    gaussian_filter): a float32 smoothing's rounding (~1e-6 relative) can reorder two near-tied image
+    scores. Twice float32's memory.
     aupro_thresholds: None, or T: also report the papers' approximate AUPRO at T evenly spaced thresholds
     as "AUPRO@T", beside the exact AUPRO (Dinomaly, DualAD: 200); aupro_fpr_rescale: how that variant
     rescales its FPRs, "max" (Dinomaly) or "minmax" (DualAD). See `uad.metrics.aupro_thresholded`.
@@ -189,8 +192,9 @@ class EvalProtocol:
         return maps[self.map_name]
 
     def maps_for_eval(self, maps: Tensor) -> Tensor:
-        """(B, 1, H, W) maps at input resolution -> (B, h, w) float32 maps at the evaluation size."""
-        maps = maps.float()
+        """(B, 1, H, W) maps at input resolution -> (B, h, w) maps at the evaluation size, float32 (float64
+        with map_dtype float64)."""
+        maps = maps.to(torch.float64 if self.map_dtype == "float64" else torch.float32)
         size = self.metric_size
         if maps.shape[-2:] != (size, size):
             maps = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)

@@ -109,6 +109,11 @@ class IndexedMetric(Metric):
         return {name: value[keep] for name, value in state.items()}
 
 
+def _float(scores: Tensor) -> Tensor:
+    """Scores as float32, or float64 if they are (a float64 protocol's: near-ties keep their order)."""
+    return scores if scores.dtype == torch.float64 else scores.float()
+
+
 class ImageMetrics(IndexedMetric):
     """I-AUROC, I-AP and I-F1max of the image scores (exact)."""
 
@@ -119,7 +124,7 @@ class ImageMetrics(IndexedMetric):
         """scores (B,) float, labels (B,) {0, 1}, index (B,) dataset indices."""
         self._append(
             index,
-            score=torch.as_tensor(scores).detach().float().cpu().flatten(),
+            score=_float(torch.as_tensor(scores).detach().cpu().flatten()),
             label=torch.as_tensor(labels).detach().cpu().long().flatten(),
         )
 

@@ -1,7 +1,6 @@
 """Optimisers and learning-rate schedules of our own (the papers' recipes), each tested once."""
 
-from uad.optim.decay_groups import AdamWNoVectorDecay
 from uad.optim.schedulers import WarmupCosineLR
 from uad.optim.stable_adamw import StableAdamW
 
-__all__ = ["AdamWNoVectorDecay", "StableAdamW", "WarmupCosineLR"]
+__all__ = ["StableAdamW", "WarmupCosineLR"]
