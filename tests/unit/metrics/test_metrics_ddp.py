@@ -76,7 +76,7 @@ def evaluate(rank: int, world: int) -> dict:
         image.update(maps.flatten(1).amax(1), batch["label"], batch["index"])
         pixel.update(maps[:, 0], batch["mask"][:, 0], batch["index"])
         aupro.update(maps[:, 0], batch["mask"][:, 0], batch["index"])
-        evaluator.on_test_batch_end(trainer, None, {"anomaly_map": maps}, batch, 0)
+        evaluator.on_test_batch_end(trainer, None, {"maps": {"anomaly_map": maps}}, batch, 0)
     out = {**image.compute(), **pixel.compute(), "binned AUPRO": aupro.compute()}
     records = evaluator._gathered(trainer)
     if rank == 0:
