@@ -28,13 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from uad.encoders import Encoder
-from uad.errors import ConfigError
 from uad.methods.base import AnomalyNet, Features, NetOutput
 from uad.nn.align import align_avgpool
 from uad.nn.init import trunc_normal_init_
 from uad.nn.linear_attention import LinearAttention
 from uad.nn.losses import global_cosine_hm, hard_mining_ratio
-from uad.nn.token_groups import default_heads, fuse, halves
+from uad.nn.token_groups import check_groups, default_heads, fuse, halves, stage_slices, take_channels
 from uad.nn.vit_block import NoisyBottleneck, ViTBlock
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
@@ -73,7 +72,7 @@ class Dinomaly(AnomalyNet):
         self.encoder_groups = [list(g) for g in (encoder_groups or halves(len(encoder.taps)))]
         self.decoder_groups = [list(g) for g in decoder_groups]
         self.hm_ratio, self.hm_warmup_steps, self.hm_factor = hm_ratio, hm_warmup_steps, hm_factor
-        self._check_groups(len(encoder.taps), num_blocks)
+        check_groups(self.encoder_groups, self.decoder_groups, len(encoder.taps), num_blocks)
         width = self.token_width(encoder)
         heads = num_heads or default_heads(width)
         self.bottleneck = NoisyBottleneck(width, bottleneck_ratio, dropout)
@@ -89,21 +88,6 @@ class Dinomaly(AnomalyNet):
     def token_width(encoder: Encoder) -> int:
         """The width D of the tokens the bottleneck and decoder carry: the ViT's."""
         return encoder.channels[0]
-
-    def _check_groups(self, taps: int, blocks: int) -> None:
-        if len(self.encoder_groups) != len(self.decoder_groups):
-            raise ValueError(
-                f"method.model.encoder_groups ({self.encoder_groups}) and decoder_groups "
-                f"({self.decoder_groups}) must have the same number of groups"
-            )
-        for name, groups, limit in (
-            ("encoder_groups", self.encoder_groups, taps),
-            ("decoder_groups", self.decoder_groups, blocks),
-        ):
-            if not all(groups) or any(not 0 <= i < limit for g in groups for i in g):
-                raise ConfigError(
-                    f"method.model.{name} {groups} must be non-empty lists of indices < {limit}"
-                )
 
     # -- the paper's forward pass -----------------------------------------------------------------
 
@@ -171,8 +155,7 @@ class DinomalyCNN(Dinomaly):
 
     def __init__(self, encoder: Encoder, *args: Any, **kwargs: Any) -> None:
         super().__init__(encoder, *args, **kwargs)
-        bounds = [0, *torch.tensor(encoder.channels).cumsum(0).tolist()]
-        self.channel_groups = [[(bounds[i], bounds[i + 1]) for i in g] for g in self.encoder_groups]
+        self.channel_groups = stage_slices(encoder.channels, self.encoder_groups)
 
     @staticmethod
     def token_width(encoder: Encoder) -> int:
@@ -185,7 +168,7 @@ class DinomalyCNN(Dinomaly):
     def tokens_and_targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
         aligned = features["aligned"]  # (B, C, h, w)
         tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        return tokens, [self._slice(aligned, s) for s in self.channel_groups]
+        return tokens, [take_channels(aligned, s) for s in self.channel_groups]
 
     def group_decoded(self, reverse: Sequence[Tensor], features: Features) -> list[Tensor]:
         side = features["aligned"].shape[-2:]
@@ -193,13 +176,9 @@ class DinomalyCNN(Dinomaly):
             d.transpose(1, 2).reshape(d.shape[0], -1, *side) for d in reverse
         ]  # (B, h*w, C) -> (B, C, h, w)
         return [
-            self._slice(fuse(maps, g), s)
+            take_channels(fuse(maps, g), s)
             for g, s in zip(self.decoder_groups, self.channel_groups, strict=True)
         ]
-
-    @staticmethod
-    def _slice(features: Tensor, ranges: Sequence[tuple[int, int]]) -> Tensor:
-        return torch.cat([features[:, a:b] for a, b in ranges], dim=1)
 
 
 Dinomaly.cnn_variant = DinomalyCNN  # Dinomaly(cnn_encoder) builds it
