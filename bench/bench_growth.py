@@ -26,19 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench.procstat import status_mb  # noqa: E402
+
 PER_CLASS, SIZE, BATCH, CHUNK, BINS, CALIBRATION = 1000, 256, 32, 200, 1 << 16, 256
 PLOT = ROOT / "bench" / "growth_eval.png"
 RESULTS = ROOT / "bench" / "results.md"
 MODES = ("exact", "binned", "streaming")
 SECTION = "## Growth of the evaluation: time and memory against the number of test maps"
-
-
-def status_mb(key: str) -> float:
-    """A /proc/self/status figure in MB (VmRSS, VmHWM = peak resident, VmSize)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(key)
 
 
 def worker(n: int, mode: str, budget_gib: float) -> dict:

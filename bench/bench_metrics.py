@@ -2,9 +2,10 @@
 maps at 256 x 256 = 113 M pixels): uad.metrics (exact and binned; on the GPU too when there is one)
 against scikit-learn + a NumPy MVTec AD AUPRO (bench/reference_metrics.py), side by side.
 
-Each contender runs in its own subprocess, so its peak resident memory (ru_maxrss) is its own; the maps
-are generated inside it (same seeds) and the generation is not timed. The reference is timed on the
-first REF_CLASSES classes and scaled to 15 (the synthetic classes are alike), to keep `make bench` short.
+Each contender runs in its own subprocess, so its peak resident memory (VmHWM, bench/procstat.py) is its
+own; the maps are generated inside it (same seeds) and the generation is not timed. The reference is timed
+on the first REF_CLASSES classes and scaled to 15 (the synthetic classes are alike), to keep `make bench`
+short.
 
     python bench/bench_metrics.py                   # the Markdown section
     python bench/bench_metrics.py --worker ours     # one contender, JSON on stdout
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import torch  # noqa: E402
+
+from bench.procstat import status_mb  # noqa: E402
 
 CLASSES, PER_CLASS, SIZE = 15, 115, 256  # 1,725 maps, as the MVTec AD test set
 REF_CLASSES = 3
@@ -38,7 +40,7 @@ def class_data(c: int):
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return status_mb("VmHWM")
 
 
 def run_ours(device: str, bins: int | None) -> dict:
