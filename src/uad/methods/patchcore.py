@@ -1,8 +1,9 @@
 """PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022): training-free.
 
 Each position of the mid-level encoder maps becomes a locally aware patch feature: every level is averaged
-over its 3x3 neighbourhood, the levels are resized to the finest of them and concatenated (optionally
-average-pooled over channels to `feature_dim`). The training features of each class form that class's
+over its 3x3 neighbourhood (zero-padded at the border, as the official code unfolds its maps), the levels
+are resized to the finest of them and concatenated (optionally average-pooled over channels to
+`feature_dim`). The training features of each class form that class's
 memory bank, subsampled by greedy coreset selection (k-center: each pick is the feature farthest from
 those already picked, distances measured after a random Gaussian projection to `projection_dim`, as the
 paper does for speed). A test patch's score is the distance to its nearest bank feature of the image's
@@ -31,12 +32,12 @@ SEARCH_CHUNK = 4096  # test patches per distance block: bounds the (chunk, bank)
 
 def patch_features(maps: list[Tensor], feature_dim: int | None = None) -> Tensor:
     """Per-level maps (B, C_l, H_l, W_l) -> locally aggregated patch features (B, D, H_0, W_0) on the finest
-    grid: 3x3 neighbourhood average per level, bilinear resize, channel concatenation (D = sum C_l), then
-    channel average pooling to `feature_dim` when given."""
+    grid: 3x3 neighbourhood average per level (over 9 cells, zeros beyond the border), bilinear resize,
+    channel concatenation (D = sum C_l), then channel average pooling to `feature_dim` when given."""
     size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
     levels = []
     for level in maps:
-        level = F.avg_pool2d(level, 3, stride=1, padding=1, count_include_pad=False)
+        level = F.avg_pool2d(level, 3, stride=1, padding=1)  # border windows count the padding's zeros
         if level.shape[-2:] != size:
             level = F.interpolate(level, size=size, mode="bilinear", align_corners=False)
         levels.append(level)
@@ -187,7 +188,7 @@ class PatchCore(MemoryBankNet):
         patch_map = distances.view(b, 1, h, w)
         anomaly_map = F.interpolate(patch_map, size=size, mode="bilinear", align_corners=False)
         if self.blur_sigma > 0:
-            anomaly_map = gaussian_blur(anomaly_map, self.blur_sigma, padding="reflect")
+            anomaly_map = gaussian_blur(anomaly_map, self.blur_sigma, padding="symmetric")  # scipy's reflect
         tensors = {"patches": patches, "patch_map": patch_map}
         return NetOutput(anomaly_map.float(), tensors, image_score=scores)
 
