@@ -3,6 +3,11 @@ evaluation (process start to the metrics), official script against `python run.p
 images, the same number of optimiser steps, the same backbone, image size, batch size and threads.
 
     UAD_OFFICIAL_DIR=/work/official/checkouts python bench/bench_official_e2e.py [--quick] [--repeats N]
+    ... --stages eval --test-repeat 10    # evaluation on every test image 10 times (570 images)
+
+A test set of 57 images is mostly process start-up on either side; --test-repeat K evaluates each test image
+(and its mask) K times under K names, as a test set the size of MVTec AD's (1,725) or VisA's (2,162)
+would be evaluated, and writes its own section.
 
 The checkouts (UniAD/ = github.com/zhiyuanyou/UniAD, Dinomaly/ = github.com/guojiajeremy/Dinomaly,
 DualAD/ = github.com/cyhaan/DualAD) are never part of uad; without UAD_OFFICIAL_DIR the script prints one
@@ -92,6 +97,26 @@ def uniad_meta(data: Path, classes: list[str], split: str, path: Path) -> None:
                 meta["maskname"] = f"{cls}/ground_truth/{defect}/{image.stem}_mask.png"
             lines.append(json.dumps(meta | {"clsname": cls}))
     path.write_text("\n".join(lines) + "\n")
+
+
+def repeated_test_set(data: Path, classes: list[str], repeat: int, root: Path) -> Path:
+    """A data root whose classes have `data`'s training images and every test image and mask `repeat` times
+    (symbolic links named <stem>_r<k>), so that both sides read the same larger test set."""
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        (root / cls / "train").symlink_to((data / cls / "train").resolve())
+        for image in sorted((data / cls / "test").glob("*/*.png")):
+            defect = image.parent.name
+            mask = data / cls / "ground_truth" / defect / f"{image.stem}_mask.png"
+            for k in range(repeat):
+                for source, target in (
+                    (image, root / cls / "test" / defect / f"{image.stem}_r{k}.png"),
+                    (mask, root / cls / "ground_truth" / defect / f"{image.stem}_r{k}_mask.png"),
+                ):
+                    if source.exists():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.symlink_to(source.resolve())
+    return root
 
 
 def official_config(method: str, checkout: Path, data: Path, classes: list[str], tmp: Path) -> Path:
@@ -209,6 +234,8 @@ class Bench:
         timed(save, self.env_official, logs / "save.log")
         out: dict = {"steps": steps, "batch": batch, "per_epoch": per_epoch}
         for stage, n in (("train", steps), ("eval", 0)):
+            if stage not in self.args.stages:
+                continue
             runs: dict[str, list[dict[str, float]]] = {"official": [], "ours": []}
             for r in range(self.args.repeats):
                 for side in ("official", "ours"):
@@ -250,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="*", default=list(FOLDERS), choices=list(FOLDERS))
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--stages", nargs="+", default=["train", "eval"], choices=["train", "eval"])
+    parser.add_argument("--test-repeat", type=int, default=1, help="evaluate each test image K times")
     parser.add_argument("--quick", action="store_true", help="fewer steps, one class: a check, not a result")
     parser.add_argument("--results", type=Path, default=HERE / "results.md")
     parser.add_argument("--no-write", action="store_true", help="print the section only")
@@ -260,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick and not args.classes:
         args.classes = ["bottle"]
+    section = SECTION if args.test_repeat == 1 else f"{SECTION}: each test image {args.test_repeat} times"
     start = time.perf_counter()
     lines = [
-        SECTION,
+        section,
         "",
         f"`{' '.join(['python bench/bench_official_e2e.py', *(argv if argv is not None else sys.argv[1:])])}`"
         f" on {args.threads} threads, data `{args.data}`, official checkouts `{args.official}`; load average "
@@ -276,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="uad_e2e_") as tmp:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
-        bench = Bench(args, args.keep or Path(tmp))
+        work = args.keep or Path(tmp)
+        if args.test_repeat > 1:
+            args.classes = args.classes or classes_of(args.data)
+            args.data = repeated_test_set(args.data, args.classes, args.test_repeat, work / "data")
+        bench = Bench(args, work)
         for method in args.methods:
             checkout = args.official / FOLDERS[method]
             if not checkout.is_dir():
@@ -291,13 +325,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             images = r["steps"] * r["batch"]
             stage = f"train ({r['steps']} steps, {EPOCHS[args.quick]} epochs)"
-            lines.append(row(LABELS[method], stage, images, r["train"]))
-            lines.append(row(LABELS[method], "eval (test set)", bench.test_images, r["eval"]))
-            print(lines[-2] + "\n" + lines[-1], file=sys.stderr, flush=True)
+            if "train" in r:
+                lines.append(row(LABELS[method], stage, images, r["train"]))
+            if "eval" in r:
+                lines.append(row(LABELS[method], "eval (test set)", bench.test_images, r["eval"]))
+            print("\n".join(lines[-2:]), file=sys.stderr, flush=True)
     lines += ["", f"Classes: {', '.join(bench.classes)}; took {time.perf_counter() - start:.0f} s."]
     print("\n".join(lines))
     if not args.no_write and not args.quick:
-        write_section(lines, args.results, SECTION)
+        write_section(lines, args.results, section)
     return 0
 
 
