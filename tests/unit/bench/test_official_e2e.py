@@ -113,3 +113,20 @@ def test_without_checkouts_one_line_and_exit_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Skipped: set UAD_OFFICIAL_DIR" in proc.stdout
     assert not (tmp_path / "r.md").exists()
+
+
+def test_a_repeated_test_set_holds_every_test_image_and_its_mask_k_times(tmp_path: Path) -> None:
+    from tests.conftest import REALDATA
+
+    e2e = load("bench_official_e2e")
+    root = e2e.repeated_test_set(REALDATA, ["bottle"], 3, tmp_path / "data")
+    source = sorted((REALDATA / "bottle" / "test").glob("*/*.png"))
+    images = sorted((root / "bottle" / "test").glob("*/*.png"))
+    assert len(images) == 3 * len(source)
+    assert (root / "bottle" / "train").resolve() == (REALDATA / "bottle" / "train").resolve()
+    for image in images:
+        stem, k = image.stem.rsplit("_r", 1)
+        assert image.resolve() == (REALDATA / "bottle" / "test" / image.parent.name / f"{stem}.png").resolve()
+        mask = root / "bottle" / "ground_truth" / image.parent.name / f"{image.stem}_mask.png"
+        assert mask.exists() == (image.parent.name != "good"), mask
+        assert 0 <= int(k) < 3
