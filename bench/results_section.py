@@ -8,19 +8,20 @@ KEPT = "<!-- make bench keeps what follows"  # run_all.py's marker: hand-measure
 
 
 def write_section(results: Path, heading: str, lines: list[str]) -> None:
-    """Replace the section that starts at the line `heading` (up to the next "## " heading) by `lines`. A new
-    section goes above run_all's KEPT line, so that `make bench` rewrites it rather than keeping a copy; the
-    rest of the file is kept."""
+    """Replace the section whose heading line is `heading` (up to the next "## " heading or run_all's KEPT
+    line, which stays) by `lines`. A new section goes above the KEPT line, so that `make bench` rewrites it
+    rather than keeping a copy; the rest of the file is kept."""
     from uad.utils.io import write_text
 
-    text = results.read_text() if results.exists() else "# Benchmarks\n"
-    head, found, tail = text.partition(heading)
-    if found:
-        rest = tail.split("\n## ", 1)
-        tail = "\n## " + rest[1] if len(rest) == 2 else ""
-    elif KEPT in text:
-        head, marker, tail = text.partition(KEPT)
-        tail = "\n" + marker + tail
+    rows = (results.read_text() if results.exists() else "# Benchmarks\n").split("\n")
+    kept = next((i for i, row in enumerate(rows) if row.startswith(KEPT)), None)
+    if heading in rows:
+        start = rows.index(heading)
+        ends = (i for i in range(start + 1, len(rows)) if rows[i].startswith(("## ", KEPT)))
+        before, after = rows[:start], rows[next(ends, len(rows)) :]
+    elif kept is not None:
+        before, after = rows[:kept], rows[kept:]
     else:
-        head, tail = head.rstrip("\n") + "\n\n", ""
-    write_text(results, head + "\n".join(lines).rstrip("\n") + "\n" + tail)
+        before, after = [*"\n".join(rows).rstrip("\n").split("\n"), ""], []
+    body = "\n".join(lines).rstrip("\n").split("\n")
+    write_text(results, "\n".join([*before, *body, "", *after]))

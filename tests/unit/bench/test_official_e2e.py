@@ -102,6 +102,18 @@ def test_new_section_goes_above_the_kept_part(tmp_path: Path) -> None:
     assert results.read_text().count("## New") == 1 and "\nm\n" in results.read_text()
 
 
+def test_a_section_just_above_the_kept_line_is_replaced_without_it(tmp_path: Path) -> None:
+    """The KEPT line ends the section above it (it once went with it, and `make bench` would then have
+    rewritten every hand-measured section); a heading that begins another heading is not that one."""
+    gpu_check = load("gpu_check")
+    kept = "<!-- make bench keeps what follows (hand-measured) -->"
+    results = tmp_path / "results.md"
+    results.write_text(f"# Benchmarks\n\n## E2E\n\nold\n\n{kept}\n\n## E2E: larger\n\nhand\n")
+    gpu_check.write_section(["## E2E", "", "new"], results, "## E2E")
+    text = results.read_text()
+    assert text == f"# Benchmarks\n\n## E2E\n\nnew\n\n{kept}\n\n## E2E: larger\n\nhand\n"
+
+
 def test_without_checkouts_one_line_and_exit_0(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "UAD_OFFICIAL_DIR"}
     proc = subprocess.run(
