@@ -37,8 +37,8 @@ def build_encoder(
     cfg: DictConfig, protocol: EvalProtocol, weights: Mapping[str, Tensor] | None = None
 ) -> Encoder:
     """The frozen encoder; `weights` (a state dict already in memory, e.g. from an official checkpoint)
-    replaces `backbone.weights`. `backbone.channels_last=true` stores a CNN's weights channels-last (NHWC),
-    the layout of the tensor-core convolution kernels on a GPU, so its convolutions run in that layout."""
+    replaces `backbone.weights`. `backbone.channels_last` (a CNN's; default true): the encoder convolves
+    NHWC (`Encoder`)."""
     backbone = cfg.backbone
     taps = backbone.get("taps")
     if taps is None:
@@ -49,9 +49,8 @@ def build_encoder(
         weights=weights if weights is not None else backbone.get("weights"),
         taps=taps,
         input_size=protocol.input_size,
+        channels_last=backbone.get("channels_last", True),
     )
-    if backbone.get("channels_last", False):
-        encoder = encoder.to(memory_format=torch.channels_last)
     check_input_size(protocol.input_size, max(encoder.strides), backbone.name)
     return encoder
 

@@ -41,11 +41,25 @@ def test_bf16_autocast_keeps_loss_and_map_in_float32(method, tiny_cfg):
 
 
 def test_channels_last_cnn_encoder_gives_the_same_features(tiny_cfg):
+    """The default NHWC encoder against `backbone.channels_last=false` (NCHW): same features, which come back
+    in the usual (contiguous) layout."""
     torch.manual_seed(0)
     images = torch.randn(2, 3, 64, 64)
-    plain, _ = _net(tiny_cfg())
-    nhwc, _ = _net(tiny_cfg("backbone.channels_last=true"))
-    assert any(p.is_contiguous(memory_format=torch.channels_last) and p.ndim == 4 for p in nhwc.parameters())
+    plain, _ = _net(tiny_cfg("backbone.channels_last=false"))
+    nhwc, _ = _net(tiny_cfg())
+
+    def first_conv_input_nhwc(net) -> bool:
+        conv = next(m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+        seen = []
+        handle = conv.register_forward_pre_hook(
+            lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        net.encoder(images)
+        handle.remove()
+        return seen[0]
+
+    assert first_conv_input_nhwc(nhwc) and not first_conv_input_nhwc(plain)
+    assert all(f.is_contiguous() for f in nhwc.encoder(images))
     nhwc.load_state_dict(plain.state_dict())
     with torch.no_grad():
         expected, got = plain.extract(images), nhwc.extract(images)
