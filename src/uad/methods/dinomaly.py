@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +28,11 @@ from torch import Tensor, nn
 
 from uad.encoders import Encoder
 from uad.methods.base import AnomalyNet, Features, NetOutput
-from uad.nn.align import align_avgpool
+from uad.methods.stage_tokens import StageTokens
 from uad.nn.init import trunc_normal_init_
 from uad.nn.linear_attention import LinearAttention
 from uad.nn.losses import global_cosine_hm, hard_mining_ratio
-from uad.nn.token_groups import check_groups, default_heads, fuse, halves, stage_slices, take_channels
+from uad.nn.token_groups import check_groups, default_heads, fuse, halves
 from uad.nn.vit_block import NoisyBottleneck, ViTBlock
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
@@ -106,7 +105,7 @@ class Dinomaly(AnomalyNet):
             x = block(x)
             decoded.append(x)  # (B, N, D)
         reverse = decoded[::-1]  # the last decoder block pairs with the shallowest taps
-        decoder_groups = self.group_decoded(reverse, features)
+        decoder_groups = self.group_decoded(reverse, tuple(encoder_groups[0].shape[-2:]))
         return NetOutput(
             self.anomaly_map(encoder_groups, decoder_groups, size),
             {
@@ -121,8 +120,9 @@ class Dinomaly(AnomalyNet):
         """The bottleneck's input (B, P + h*w, D), all tokens; the encoder groups G x (B, D, h, w)."""
         return features["fused"], list(features["encoder_groups"].unbind(1))
 
-    def group_decoded(self, reverse: Sequence[Tensor], features: Features) -> list[Tensor]:
-        """The decoder groups G x (B, D, h, w), fused from the reversed decoder outputs as the encoder's."""
+    def group_decoded(self, reverse: Sequence[Tensor], grid: tuple[int, int]) -> list[Tensor]:
+        """The decoder groups G x (B, D, h, w), fused from the reversed decoder outputs as the encoder's (the
+        tokens map themselves; `grid` (h, w) serves the CNN variant)."""
         return [self._to_map(fuse(reverse, g)) for g in self.decoder_groups]
 
     def _to_map(self, tokens: Tensor) -> Tensor:
@@ -146,39 +146,9 @@ class Dinomaly(AnomalyNet):
         return {"loss": loss, "hm_ratio": torch.tensor(ratio)}
 
 
-class DinomalyCNN(Dinomaly):
-    """Dinomaly on a CNN encoder (this suite's variant, not the paper's model): the tapped stages are
-    averaged onto one grid of stride `cnn_stride` and concatenated, so each position is a token of width
-    sum(C_l). The encoder groups (by default the shallow half and the deep half of the stages) are channel
-    slices of those tokens, and the decoder groups the same channel slices of the fused decoder outputs.
+class DinomalyCNN(StageTokens, Dinomaly):
+    """Dinomaly on a CNN encoder (this suite's variant, not the paper's model; `uad.methods.stage_tokens`).
     `Dinomaly(cnn_encoder, ...)` builds it."""
-
-    def __init__(self, encoder: Encoder, *args: Any, **kwargs: Any) -> None:
-        super().__init__(encoder, *args, **kwargs)
-        self.channel_groups = stage_slices(encoder.channels, self.encoder_groups)
-
-    @staticmethod
-    def token_width(encoder: Encoder) -> int:
-        return sum(encoder.channels)
-
-    def extract(self, images: Tensor) -> Features:
-        stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
-        return {"aligned": align_avgpool(stages, self.encoder.strides, self.cnn_stride)}  # (B, C, h, w)
-
-    def tokens_and_targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
-        aligned = features["aligned"]  # (B, C, h, w)
-        tokens = aligned.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        return tokens, [take_channels(aligned, s) for s in self.channel_groups]
-
-    def group_decoded(self, reverse: Sequence[Tensor], features: Features) -> list[Tensor]:
-        side = features["aligned"].shape[-2:]
-        maps = [
-            d.transpose(1, 2).reshape(d.shape[0], -1, *side) for d in reverse
-        ]  # (B, h*w, C) -> (B, C, h, w)
-        return [
-            take_channels(fuse(maps, g), s)
-            for g, s in zip(self.decoder_groups, self.channel_groups, strict=True)
-        ]
 
 
 Dinomaly.cnn_variant = DinomalyCNN  # Dinomaly(cnn_encoder) builds it

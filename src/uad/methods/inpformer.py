@@ -35,19 +35,18 @@ of the fused decoder outputs (Dinomaly's CNN variant, with the prototypes and de
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from uad.encoders import Encoder
 from uad.methods.base import AnomalyNet, Features, NetOutput
-from uad.nn.align import align_avgpool
+from uad.methods.stage_tokens import StageTokens
 from uad.nn.init import trunc_normal_init_
 from uad.nn.level_cosine import level_cosine_maps
 from uad.nn.losses import global_cosine_soft_mining
 from uad.nn.prototypes import PrototypeExtractor, PrototypeGuidedBlock, coherence_loss
-from uad.nn.token_groups import check_groups, default_heads, fuse, halves, stage_slices, take_channels
+from uad.nn.token_groups import check_groups, default_heads, fuse, halves
 from uad.nn.vit_block import NoisyBottleneck
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
@@ -109,7 +108,7 @@ class InpFormer(AnomalyNet):
         prefix = self.encoder.num_prefix_tokens
         return {"tokens": fuse(taps, range(len(taps)))[:, prefix:], "encoder_groups": torch.stack(groups, 1)}
 
-    def targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
+    def tokens_and_targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
         """(the tokens (B, N, D), the fused encoder groups G x (B, C_g, h, w)) of the extracted features."""
         return features["tokens"], list(features["encoder_groups"].unbind(1))
 
@@ -118,7 +117,7 @@ class InpFormer(AnomalyNet):
         return [fuse(reverse, g).transpose(1, 2).unflatten(2, grid) for g in self.decoder_groups]
 
     def reconstruct(self, features: Features, size: tuple[int, int]) -> NetOutput:
-        tokens, encoder_groups = self.targets(features)  # (B, N, D), G x (B, C_g, h, w)
+        tokens, encoder_groups = self.tokens_and_targets(features)  # (B, N, D), G x (B, C_g, h, w)
         prototypes = self.extractor(tokens)  # (B, M, D): this image's normal prototypes
         x = self.bottleneck(tokens)
         decoded = []
@@ -151,33 +150,9 @@ class InpFormer(AnomalyNet):
         }
 
 
-class InpFormerCNN(InpFormer):
-    """The CNN variant (ours): tokens are the stages averaged onto the stride-`cnn_stride` grid and
-    concatenated; the groups are channel slices (see the module docstring)."""
-
-    def __init__(self, encoder: Encoder, **kwargs: Any) -> None:
-        super().__init__(encoder, **kwargs)
-        self.channel_groups = stage_slices(encoder.channels, self.encoder_groups)
-
-    @staticmethod
-    def token_width(encoder: Encoder) -> int:
-        return sum(encoder.channels)
-
-    def extract(self, images: Tensor) -> Features:
-        stages = self.encoder.feature_maps(images)  # per stage (B, C_l, H_l, W_l)
-        return {"aligned": align_avgpool(stages, self.encoder.strides, self.cnn_stride)}  # (B, C, h, w)
-
-    def targets(self, features: Features) -> tuple[Tensor, list[Tensor]]:
-        aligned = features["aligned"]  # (B, C, h, w)
-        groups = [take_channels(aligned, ranges) for ranges in self.channel_groups]
-        return aligned.flatten(2).transpose(1, 2), groups  # (B, h*w, C)
-
-    def group_decoded(self, reverse: Sequence[Tensor], grid: tuple[int, int]) -> list[Tensor]:
-        maps = [d.transpose(1, 2).unflatten(2, grid) for d in reverse]  # (B, C, h, w) each
-        return [
-            take_channels(fuse(maps, g), ranges)
-            for g, ranges in zip(self.decoder_groups, self.channel_groups, strict=True)
-        ]
+class InpFormerCNN(StageTokens, InpFormer):
+    """The CNN variant (ours, not the paper's model; `uad.methods.stage_tokens`). `InpFormer(cnn_encoder)`
+    builds it."""
 
 
 InpFormer.cnn_variant = InpFormerCNN  # InpFormer(cnn_encoder) builds it
