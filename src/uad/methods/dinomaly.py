@@ -32,7 +32,7 @@ from uad.methods.stage_tokens import StageTokens
 from uad.nn.init import trunc_normal_init_
 from uad.nn.linear_attention import LinearAttention
 from uad.nn.losses import global_cosine_hm, hard_mining_ratio
-from uad.nn.token_groups import check_groups, default_heads, fuse, halves
+from uad.nn.token_groups import default_heads, fuse, tap_groups
 from uad.nn.vit_block import NoisyBottleneck, ViTBlock
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
@@ -68,10 +68,10 @@ class Dinomaly(AnomalyNet):
     ) -> None:
         super().__init__(encoder)
         self.cnn_stride = cnn_stride
-        self.encoder_groups = [list(g) for g in (encoder_groups or halves(len(encoder.taps)))]
-        self.decoder_groups = [list(g) for g in decoder_groups]
+        self.encoder_groups, self.decoder_groups = tap_groups(
+            encoder_groups, decoder_groups, len(encoder.taps), num_blocks
+        )
         self.hm_ratio, self.hm_warmup_steps, self.hm_factor = hm_ratio, hm_warmup_steps, hm_factor
-        check_groups(self.encoder_groups, self.decoder_groups, len(encoder.taps), num_blocks)
         width = self.token_width(encoder)
         heads = num_heads or default_heads(width)
         self.bottleneck = NoisyBottleneck(width, bottleneck_ratio, dropout)

@@ -46,7 +46,7 @@ from uad.nn.init import trunc_normal_init_
 from uad.nn.level_cosine import level_cosine_maps
 from uad.nn.losses import global_cosine_soft_mining
 from uad.nn.prototypes import PrototypeExtractor, PrototypeGuidedBlock, coherence_loss
-from uad.nn.token_groups import check_groups, default_heads, fuse, halves
+from uad.nn.token_groups import default_heads, fuse, tap_groups
 from uad.nn.vit_block import NoisyBottleneck
 
 OFFICIAL_GROUPS = ((0, 1, 2, 3), (4, 5, 6, 7))  # fuse_layer_encoder = fuse_layer_decoder in the scripts
@@ -79,9 +79,9 @@ class InpFormer(AnomalyNet):
     ) -> None:
         super().__init__(encoder)
         self.cnn_stride = cnn_stride
-        self.encoder_groups = [list(g) for g in (encoder_groups or halves(len(encoder.taps)))]
-        self.decoder_groups = [list(g) for g in decoder_groups]
-        check_groups(self.encoder_groups, self.decoder_groups, len(encoder.taps), num_blocks)
+        self.encoder_groups, self.decoder_groups = tap_groups(
+            encoder_groups, decoder_groups, len(encoder.taps), num_blocks
+        )
         self.mining_power, self.coherence_weight = mining_power, coherence_weight
         width = self.token_width(encoder)
         heads = num_heads or default_heads(width)

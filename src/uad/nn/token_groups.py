@@ -41,10 +41,16 @@ def take_channels(features: Tensor, ranges: Sequence[tuple[int, int]]) -> Tensor
     return torch.cat([features[:, a:b] for a, b in ranges], dim=1)
 
 
-def check_groups(
-    encoder_groups: Sequence[Sequence[int]], decoder_groups: Sequence[Sequence[int]], taps: int, blocks: int
-) -> None:
-    """One clear error for groups that do not pair up or that name a tap / block that does not exist."""
+def tap_groups(
+    encoder_groups: Sequence[Sequence[int]] | None,
+    decoder_groups: Sequence[Sequence[int]],
+    taps: int,
+    blocks: int,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """The encoder's groups of taps (None: the two halves) and the decoder's groups of blocks, as lists; one
+    clear error for groups that do not pair up or that name a tap / block that does not exist."""
+    encoder_groups = [list(g) for g in (encoder_groups or halves(taps))]
+    decoder_groups = [list(g) for g in decoder_groups]
     if len(encoder_groups) != len(decoder_groups):
         raise ConfigError(
             f"method.model.encoder_groups ({encoder_groups}) and decoder_groups ({decoder_groups}) must have "
@@ -56,3 +62,4 @@ def check_groups(
     ):
         if not all(groups) or any(not 0 <= i < limit for g in groups for i in g):
             raise ConfigError(f"method.model.{name} {groups} must be non-empty lists of indices < {limit}")
+    return encoder_groups, decoder_groups

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from uad.nn.token_groups import default_heads, fuse, halves, stage_slices, take_channels
+from uad.errors import ConfigError
+from uad.nn.token_groups import default_heads, fuse, halves, stage_slices, take_channels, tap_groups
 
 
 def test_halves_and_heads_are_the_official_choices():
@@ -23,3 +25,16 @@ def test_stage_slices_take_each_groups_stages_from_the_concatenation():
     assert ranges == [[(0, 2), (5, 9)], [(2, 5)]]
     features = torch.arange(9.0).view(1, 9, 1, 1)
     assert take_channels(features, ranges[0]).flatten().tolist() == [0, 1, 5, 6, 7, 8]
+
+
+def test_tap_groups_default_to_the_halves_and_refuse_groups_that_do_not_pair_or_exist():
+    assert tap_groups(None, [[0, 1], [2, 3]], taps=8, blocks=4) == (
+        [[0, 1, 2, 3], [4, 5, 6, 7]],
+        [[0, 1], [2, 3]],
+    )
+    with pytest.raises(ConfigError, match="same number of groups"):
+        tap_groups([[0, 1]], [[0], [1]], taps=2, blocks=2)
+    with pytest.raises(ConfigError, match=r"encoder_groups .* indices < 4"):
+        tap_groups([[0, 4]], [[0]], taps=4, blocks=1)
+    with pytest.raises(ConfigError, match="decoder_groups"):
+        tap_groups([[0]], [[]], taps=4, blocks=1)
