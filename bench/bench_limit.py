@@ -18,11 +18,8 @@ products). A 2x goal at fp32 is out of reach on this machine where the last ceil
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,35 +28,12 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT / "src"), str(HERE)]
 
 import torch  # noqa: E402
-from bench_methods import matmul_peak_gflops  # noqa: E402
+from bench_methods import build_case, matmul_peak_gflops, optimiser_step, profiled, top_names  # noqa: E402
 from bench_official_e2e import BATCH, LABELS, OURS  # noqa: E402
 from gpu_check import write_section  # noqa: E402
 
 SECTION = "## The limit of a training step: GEMM share and the cache's ceiling"
 GEMM_OPS = ("mm", "addmm", "bmm", "baddbmm", "mkldnn_convolution", "convolution_backward", "_mkldnn")
-
-
-def build(method: str):
-    """Our network, optimiser and describe() figures for the bench_official_e2e recipe of `method`."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from uad.builders import build_encoder, build_module, build_net, build_protocol
-    from uad.describe import describe
-
-    overrides = [*OURS[method], "backbone.pretrained=false", "mode=describe"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        with open_dict(cfg):
-            cfg.paths.output_dir = tmp
-            cfg.paths.root_dir = str(ROOT)
-        info = describe(cfg, Path(tmp))
-    protocol = build_protocol(cfg)
-    net = build_net(cfg, build_encoder(cfg, protocol))
-    optimizer = build_module(cfg, net).configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    return net, optimizer, info, protocol.input_size
 
 
 def median_seconds(step, steps: int) -> float:
@@ -73,24 +47,16 @@ def median_seconds(step, steps: int) -> float:
 
 
 def gemm_share(step) -> tuple[float, str]:
-    """The GEMM-like operators' share of one step's self CPU time, and the top three operators."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
-    gemm = sum(e.self_cpu_time_total for e in events if e.key.removeprefix("aten::").startswith(GEMM_OPS))
-    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:3]
-    names = ", ".join(
-        f"{e.key.removeprefix('aten::')} {100 * e.self_cpu_time_total / total:.0f}%" for e in top
-    )
-    return gemm / total, names
+    """The GEMM-like operators' share of one step's self time, and the top three operators."""
+    events, attr, total = profiled(step)
+    gemm = sum(getattr(e, attr) for e in events if e.key.removeprefix("aten::").startswith(GEMM_OPS))
+    return gemm / total, top_names(events, attr, total)
 
 
 def measure(method: str, steps: int, peak: float) -> dict:
     torch.manual_seed(0)
-    net, optimizer, info, size = build(method)
+    overrides = [*OURS[method], "backbone.pretrained=false"]
+    net, optimizer, info, size = build_case(overrides, torch.device("cpu"))
     net.train()
     images = torch.randn(BATCH[method], 3, size, size)
     with torch.no_grad():
@@ -98,11 +64,7 @@ def measure(method: str, steps: int, peak: float) -> dict:
     count = [0]
 
     def update(output) -> None:
-        losses = net.loss(output, count[0])
-        loss = losses["loss"] if isinstance(losses, dict) else losses
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimiser_step(net, optimizer, output, count[0])
         count[0] += 1
 
     def full() -> None:

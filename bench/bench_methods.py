@@ -65,19 +65,29 @@ def matmul_peak_gflops(size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> tu
     return 2 * size**3 / best_wall / 1e9, 2 * size**3 / max(best_cpu, 1e-9) / 1e9
 
 
-def top_ops(step, images: torch.Tensor, count: int = 3) -> str:
-    """The `count` operators with the most self time in one step, with their share of the step's."""
+def profiled(step) -> tuple[list, str, float]:
+    """One step under torch.profiler: its operator averages, the self-time attribute read (device time on a
+    GPU, CPU time otherwise) and that attribute's total."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if CUDA else [])]
     with profile(activities=activities) as prof:
-        step(images)
+        step()
         _sync()
     events = prof.key_averages()
     attr = "self_device_time_total" if CUDA else "self_cpu_time_total"
-    total = sum(getattr(e, attr) for e in events) or 1.0
+    return events, attr, sum(getattr(e, attr) for e in events) or 1.0
+
+
+def top_names(events: list, attr: str, total: float, count: int = 3) -> str:
+    """The `count` operators of `profiled`'s events with the most self time, with their share of it."""
     top = sorted(events, key=lambda e: getattr(e, attr), reverse=True)[:count]
     return ", ".join(f"{e.key.removeprefix('aten::')} {100 * getattr(e, attr) / total:.0f}%" for e in top)
+
+
+def top_ops(step, count: int = 3) -> str:
+    """The `count` operators with the most self time in one step, with their share of the step's."""
+    return top_names(*profiled(step), count)
 
 
 def _sync() -> None:
@@ -98,33 +108,46 @@ def _images_per_s(step, images: torch.Tensor) -> tuple[float, float]:
     return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
-def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
-    if not (ROOT / "conf" / "method" / f"{method}.yaml").exists():
-        return None
-    overrides = [f"method={method}", f"backbone={backbone}", "mode=describe", *extra]
-    if backbone != "effnet_lite0":
-        overrides.append("backbone.pretrained=false")  # speed does not depend on the weights
+def build_case(
+    overrides: list[str], device: torch.device
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, dict, int]:
+    """The network (on `device`), its optimiser, its `describe` figures and its input size, composed from
+    the real configs with `overrides` (Hydra command-line syntax)."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+        cfg = compose("config", overrides=[*overrides, "mode=describe"])
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
         with open_dict(cfg):
             cfg.paths.output_dir = tmp
             cfg.paths.root_dir = str(ROOT)  # no Hydra run: its `${hydra:...}` paths are set by hand
         info = describe(cfg, Path(tmp))
-
-    device = torch.device("cuda" if CUDA else "cpu")
     protocol = build_protocol(cfg)
     model = build_net(cfg, build_encoder(cfg, protocol)).to(device)
     optimizer = build_module(cfg, model).configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    images = torch.randn(BATCH, 3, protocol.input_size, protocol.input_size, device=device)
+    return model, optimizer, info, protocol.input_size
+
+
+def optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, output, step: int = 0) -> None:
+    """Loss of `output` (the method's, at optimiser step `step`), backward and one optimiser step."""
+    losses = model.loss(output, step)
+    loss = losses["loss"] if isinstance(losses, dict) else losses
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
+    if not (ROOT / "conf" / "method" / f"{method}.yaml").exists():
+        return None
+    overrides = [f"method={method}", f"backbone={backbone}", *extra]
+    if backbone != "effnet_lite0":
+        overrides.append("backbone.pretrained=false")  # speed does not depend on the weights
+    device = torch.device("cuda" if CUDA else "cpu")
+    model, optimizer, info, size = build_case(overrides, device)
+    images = torch.randn(BATCH, 3, size, size, device=device)
 
     def train_step(x: torch.Tensor) -> None:
-        losses = model.loss(model(x))
-        loss = losses["loss"] if isinstance(losses, dict) else losses
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimiser_step(model, optimizer, model(x))
 
     @torch.no_grad()
     def infer_step(x: torch.Tensor) -> None:
@@ -132,10 +155,10 @@ def measure(method: str, backbone: str, extra: list[str]) -> dict | None:
 
     model.train()
     train_ips, train_cpu = _images_per_s(train_step, images)
-    train_ops = top_ops(train_step, images)
+    train_ops = top_ops(lambda: train_step(images))
     model.eval()
     infer_ips, infer_cpu = _images_per_s(infer_step, images)
-    infer_ops = top_ops(infer_step, images)
+    infer_ops = top_ops(lambda: infer_step(images))
     train_gflop = 2 * info["gmacs_encoder"] + 3 * 2 * info["gmacs_trainable"]
     return {
         **info,

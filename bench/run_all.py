@@ -18,16 +18,17 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
+from results_section import KEPT_LINE  # noqa: E402
+
 from uad.utils.io import write_text  # noqa: E402
 
 RESULTS = HERE / "results.md"
-KEPT = "<!-- make bench keeps what follows (hand-measured, make gpu-check) and rewrites what is above -->"
 
 
 def kept_sections() -> list[str]:
     """The part of results.md below the KEPT line: measurements no bench_*.py makes."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    return [KEPT, text.partition(KEPT)[2].strip("\n"), ""]
+    return [KEPT_LINE, text.partition(KEPT_LINE)[2].strip("\n"), ""]
 
 
 def machine() -> str:

@@ -92,7 +92,7 @@ def test_stops_right_after_the_last_optimiser_step(tmp_path: Path) -> None:
 
 def test_new_section_goes_above_the_kept_part(tmp_path: Path) -> None:
     gpu_check = load("gpu_check")
-    kept = "<!-- make bench keeps what follows (hand-measured) -->"
+    kept = load("results_section").KEPT_LINE
     results = tmp_path / "results.md"
     results.write_text(f"# Benchmarks\n\n## A\n\na\n\n{kept}\n\n## Hand\n\nh\n")
     gpu_check.write_section(["## New", "", "n"], results, "## New")
@@ -106,7 +106,7 @@ def test_a_section_just_above_the_kept_line_is_replaced_without_it(tmp_path: Pat
     """The KEPT line ends the section above it (it once went with it, and `make bench` would then have
     rewritten every hand-measured section); a heading that begins another heading is not that one."""
     gpu_check = load("gpu_check")
-    kept = "<!-- make bench keeps what follows (hand-measured) -->"
+    kept = load("results_section").KEPT_LINE
     results = tmp_path / "results.md"
     results.write_text(f"# Benchmarks\n\n## E2E\n\nold\n\n{kept}\n\n## E2E: larger\n\nhand\n")
     gpu_check.write_section(["## E2E", "", "new"], results, "## E2E")
